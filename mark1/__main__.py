@@ -1,0 +1,3 @@
+from mark1.cli import main
+
+main()

@@ -1,0 +1,356 @@
+"""The on-disk feature cache: cache.json (what the features mean), manifest.parquet, HDF5 shards, failures.
+
+Writes are crash-safe: a shard is written under a temp name, fsynced and renamed when closed; the manifest
+(also temp + rename) only ever lists clips of closed shards. A killed run loses at most its open shard.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from mark1.errors import CacheError
+
+CACHE_FORMAT = "mark1-feature-cache"
+CACHE_VERSION = 1
+SPEC_FILE, MANIFEST_FILE, FAILURES_FILE, LOCK_FILE = "cache.json", "manifest.parquet", "failures.jsonl", ".lock"
+MANIFEST_SCHEMA = pa.schema(
+    [
+        ("key", pa.string()),
+        ("shard", pa.string()),
+        ("dataset", pa.string()),
+        ("duration_s", pa.float64()),
+        ("fps", pa.float64()),
+        ("num_source_frames", pa.int64()),
+        ("width", pa.int64()),
+        ("height", pa.int64()),
+        ("frame_times_s", pa.list_(pa.float64())),
+        ("status", pa.string()),
+    ]
+)
+CLIP_FIELDS = ("duration_s", "fps", "num_source_frames", "width", "height", "frame_times_s")
+
+
+@dataclass
+class CacheSpec:
+    """What a cache's features are; a cache is reused only by a run whose spec agrees on `MUST_MATCH`."""
+
+    encoder: str
+    encoder_fingerprint: str
+    num_frames: int
+    crop_size: int
+    resize_shortest_edge: int
+    tubelet_size: int
+    patch_size: int
+    pool: int
+    grid: list[int]  # [T', H', W', D] of every clip
+    dtype: str = "float16"
+    sampling: str = "uniform: frame floor((i + 0.5) * N / num_frames) for i < num_frames"
+    preprocess: str = "uint8 bilinear antialias shortest-edge resize, center crop, /255, ImageNet mean/std"
+    time_rule: str = "temporal position j spans sampled frames [j * tubelet, (j + 1) * tubelet); time = their mean"
+    format: str = CACHE_FORMAT
+    version: int = CACHE_VERSION
+
+    MUST_MATCH = ("format", "version", "encoder_fingerprint", "num_frames", "crop_size", "pool", "grid", "dtype")
+
+    def check_compatible(self, other: CacheSpec, where: Path) -> None:
+        """Raise CacheError naming the first disagreeing key between this (on disk) and `other` (asked for)."""
+        for key in self.MUST_MATCH:
+            have, want = getattr(self, key), getattr(other, key)
+            if have != want:
+                if key == "encoder_fingerprint":
+                    have, want = f"{self.encoder} ({have})", f"{other.encoder} ({want})"
+                raise CacheError(
+                    f"cache {where} was built with {key}={have}, this run asks for {key}={want}; "
+                    "use another --cache directory or re-extract into a new one"
+                )
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, ensure_ascii=False)
+
+    @classmethod
+    def read(cls, cache_dir: Path) -> CacheSpec:
+        path = cache_dir / SPEC_FILE
+        if not path.is_file():
+            raise CacheError(f"{cache_dir} is not a Mark-1 feature cache (no {SPEC_FILE}); build one with `mark1 extract`")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if data.get("format") != CACHE_FORMAT:
+                raise CacheError(f"{path} is not a Mark-1 cache spec (format {data.get('format')!r})")
+            if data.get("version") != CACHE_VERSION:
+                raise CacheError(f"{path} has cache version {data.get('version')}, this Mark-1 reads version "
+                                 f"{CACHE_VERSION}; re-extract into a new cache directory")
+            return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
+        except (json.JSONDecodeError, TypeError) as err:
+            raise CacheError(f"{path} is damaged ({err}); re-extract into a new cache directory") from err
+
+    @property
+    def num_positions(self) -> int:
+        return self.grid[0]
+
+
+def position_times(frame_times_s: np.ndarray | list[float], tubelet_size: int) -> np.ndarray:
+    """Time in seconds of each temporal position: the mean time of the frames its tubelet covers."""
+    times = np.asarray(frame_times_s, dtype=np.float64)
+    return times.reshape(-1, tubelet_size).mean(axis=1)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_manifest(cache_dir: Path) -> pa.Table:
+    path = cache_dir / MANIFEST_FILE
+    if not path.is_file():
+        return MANIFEST_SCHEMA.empty_table()
+    try:
+        return pq.read_table(path, schema=MANIFEST_SCHEMA)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise CacheError(f"{path} is damaged ({err}); run `mark1 extract` again to rebuild it from the shards") from err
+
+
+def read_failures(cache_dir: Path) -> dict[str, str]:
+    """key → error of every video that could not be extracted (a torn last line from a crash is skipped)."""
+    path = cache_dir / FAILURES_FILE
+    failures: dict[str, str] = {}
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                row = json.loads(line)
+                failures[row["key"]] = row["error"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue
+    return failures
+
+
+class FeatureCache:
+    """Read side of a cache: `len(cache)`, `key in cache`, `cache[key] -> (features [T',H',W',D], frame_times_s)`.
+
+    HDF5 handles are opened lazily and per process, so the object can be handed to DataLoader workers.
+    """
+
+    def __init__(self, cache_dir: Path | str) -> None:
+        self.path = Path(cache_dir)
+        if not self.path.is_dir():
+            raise CacheError(f"cache directory {self.path} does not exist; build it with `mark1 extract`")
+        self.spec = CacheSpec.read(self.path)
+        table = read_manifest(self.path)
+        self._rows: dict[str, dict[str, Any]] = {row["key"]: row for row in table.to_pylist()}
+        self._handles: dict[str, h5py.File] = {}
+        self._pid = os.getpid()
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._rows
+
+    def keys(self) -> list[str]:
+        return list(self._rows)
+
+    def row(self, key: str) -> dict[str, Any]:
+        """The manifest row of a clip: shard, duration_s, fps, size, frame_times_s."""
+        try:
+            return self._rows[key]
+        except KeyError:
+            raise KeyError(f"{key!r} is not in cache {self.path}") from None
+
+    def __getitem__(self, key: str) -> tuple[np.ndarray, np.ndarray]:
+        row = self.row(key)
+        try:
+            features = self._shard(row["shard"])[row["dataset"]][()]
+        except (OSError, KeyError) as err:
+            raise CacheError(f"cannot read {key!r} from {self.path / 'shards' / row['shard']} ({err}); "
+                             "run `mark1 cache verify` and re-extract") from err
+        return features, np.asarray(row["frame_times_s"], dtype=np.float64)
+
+    def position_times(self, key: str) -> np.ndarray:
+        return position_times(self.row(key)["frame_times_s"], self.spec.tubelet_size)
+
+    def failures(self) -> dict[str, str]:
+        return read_failures(self.path)
+
+    def _shard(self, name: str) -> h5py.File:
+        if os.getpid() != self._pid:  # h5py handles are not fork-safe: a worker opens its own
+            self._handles, self._pid = {}, os.getpid()
+        if name not in self._handles:
+            self._handles[name] = h5py.File(self.path / "shards" / name, "r")
+        return self._handles[name]
+
+    def close(self) -> None:
+        for handle in self._handles.values():
+            handle.close()
+        self._handles = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_handles": {}}
+
+    def info(self) -> dict[str, Any]:
+        """Summary for `mark1 cache info`."""
+        shards = sorted((self.path / "shards").glob("*.h5"))
+        total = sum(p.stat().st_size for p in shards)
+        return {
+            "path": str(self.path),
+            "clips": len(self),
+            "failures": len(self.failures()),
+            "shards": len(shards),
+            "bytes": total,
+            "bytes_per_clip": total // max(1, len(self)),
+            "encoder": self.spec.encoder,
+            "encoder_fingerprint": self.spec.encoder_fingerprint,
+            "num_frames": self.spec.num_frames,
+            "pool": self.spec.pool,
+            "grid": self.spec.grid,
+            "dtype": self.spec.dtype,
+        }
+
+
+class CacheWriter:
+    """Write side of a cache, for one writer: shards with temp names, roll-over, manifest and failures updates.
+
+    Opening takes an exclusive lock on the cache, checks (or writes) cache.json, discards leftover temp
+    shards and adopts closed shards the manifest does not list yet (a crash between rename and manifest).
+    """
+
+    def __init__(self, cache_dir: Path, spec: CacheSpec, shard_clips: int = 256, shard_mb: int = 1024,
+                 rank: int = 0) -> None:
+        self.path, self.spec, self.rank = cache_dir, spec, rank
+        self.shard_clips, self.shard_bytes = shard_clips, shard_mb * 1_000_000
+        self.shard_dir = cache_dir / "shards"
+        if (cache_dir / SPEC_FILE).is_file():
+            CacheSpec.read(cache_dir).check_compatible(spec, cache_dir)  # before touching anything
+        self.shard_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = self._acquire_lock()
+        if not (cache_dir / SPEC_FILE).is_file():
+            _write_atomic(cache_dir / SPEC_FILE, spec.to_json().encode())
+        for leftover in self.shard_dir.glob(f"r{rank:03d}-*.h5.tmp"):
+            leftover.unlink()
+        self.manifest = read_manifest(cache_dir)
+        self.failures = read_failures(cache_dir)
+        self._adopt_orphans()
+        self._file: h5py.File | None = None
+        self._pending: list[dict[str, Any]] = []
+        self._pending_bytes = 0
+
+    def _acquire_lock(self) -> Any:
+        handle = open(self.path / LOCK_FILE, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            owner = handle.read().strip() or "unknown"
+            handle.close()
+            raise CacheError(f"cache {self.path} is being written by another process ({owner}); wait for it to "
+                             "finish, or use torchrun to extract in parallel") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {os.uname().nodename}")
+        handle.flush()
+        return handle
+
+    @property
+    def done_keys(self) -> set[str]:
+        return set(self.manifest.column("key").to_pylist())
+
+    def _adopt_orphans(self) -> None:
+        listed = set(self.manifest.column("shard").to_pylist())
+        rows = []
+        for shard in sorted(self.shard_dir.glob("*.h5")):
+            if shard.name in listed:
+                continue
+            try:
+                with h5py.File(shard, "r") as f:
+                    rows += [self._row(shard.name, name, dict(ds.attrs)) for name, ds in f.items()]
+            except OSError:
+                shard.unlink()  # damaged beyond reading: its clips are simply extracted again
+        if rows:
+            self._commit_rows(rows)
+
+    def _row(self, shard: str, dataset: str, attrs: dict[str, Any]) -> dict[str, Any]:
+        row = {"key": str(attrs["key"]), "shard": shard, "dataset": dataset, "status": "ok"}
+        for name in CLIP_FIELDS:
+            value = attrs[name]
+            row[name] = [float(v) for v in value] if name == "frame_times_s" else value.item()
+        return row
+
+    def add(self, key: str, features: np.ndarray, meta: dict[str, Any]) -> None:
+        """Append one clip's features [T',H',W',D] (float16) and its metadata (CLIP_FIELDS) to the open shard."""
+        if list(features.shape) != self.spec.grid or features.dtype != np.float16:
+            raise ValueError(f"{key}: features {features.shape} {features.dtype}, cache expects {self.spec.grid} float16")
+        if self._file is None:
+            self._open_shard()
+        name = f"clip_{len(self._pending):06d}"
+        ds = self._file.create_dataset(name, data=features, chunks=features.shape)  # chunk = one whole clip
+        ds.attrs["key"] = key
+        for field_name in CLIP_FIELDS:
+            ds.attrs[field_name] = meta[field_name]
+        self._pending.append(self._row(self._shard_name, name, dict(ds.attrs)))
+        self._pending_bytes += features.nbytes
+        if len(self._pending) >= self.shard_clips or self._pending_bytes >= self.shard_bytes:
+            self.flush()
+
+    def add_failure(self, key: str, error: str) -> None:
+        self.failures[key] = error
+        self._write_failures()
+
+    def _open_shard(self) -> None:
+        taken = [int(p.name.split("-")[1].split(".")[0]) for p in self.shard_dir.glob(f"r{self.rank:03d}-*.h5*")]
+        self._shard_name = f"r{self.rank:03d}-{max(taken, default=-1) + 1:06d}.h5"
+        self._file = h5py.File(self.shard_dir / (self._shard_name + ".tmp"), "w")
+
+    def flush(self) -> None:
+        """Close the open shard durably (fsync + rename) and list its clips in the manifest."""
+        if self._file is None:
+            return
+        tmp = Path(self._file.filename)
+        self._file.close()
+        self._file = None
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, self.shard_dir / self._shard_name)
+        _fsync_dir(self.shard_dir)
+        self._commit_rows(self._pending)
+        self._pending, self._pending_bytes = [], 0
+
+    def _commit_rows(self, rows: list[dict[str, Any]]) -> None:
+        new = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
+        self.manifest = pa.concat_tables([self.manifest, new])
+        sink = pa.BufferOutputStream()
+        pq.write_table(self.manifest, sink)
+        _write_atomic(self.path / MANIFEST_FILE, sink.getvalue().to_pybytes())
+        committed = {row["key"] for row in rows}
+        if committed & set(self.failures):
+            self.failures = {k: v for k, v in self.failures.items() if k not in committed}
+            self._write_failures()
+
+    def _write_failures(self) -> None:
+        lines = "".join(json.dumps({"key": k, "error": v}, ensure_ascii=False) + "\n" for k, v in self.failures.items())
+        _write_atomic(self.path / FAILURES_FILE, lines.encode())
+
+    def close(self) -> None:
+        self.flush()
+        self._lock.close()

@@ -1,0 +1,200 @@
+"""Dataclass configs for every stage and the one YAML reader (`load_config`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import string
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mark1.errors import ConfigError
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+def mark1_home() -> Path:
+    """Where tiny backbones and other generated assets live (`$MARK1_HOME`, default ~/.cache/mark1)."""
+    return Path(os.environ.get("MARK1_HOME") or Path.home() / ".cache" / "mark1")
+
+
+@dataclass
+class VideoConfig:
+    num_frames: int = 16  # frames sampled uniformly over each clip
+    pool: int = 1  # average pool x pool patches before caching (2 = 4x smaller cache)
+
+    def __post_init__(self) -> None:
+        if self.num_frames < 2 or self.num_frames % 2:
+            raise ConfigError(f"video.num_frames must be an even number >= 2 (tubelet 2), got {self.num_frames!r}")
+        if self.pool < 1:
+            raise ConfigError(f"video.pool must be >= 1, got {self.pool!r}")
+
+
+@dataclass
+class ExtractConfig:
+    batch_size: int = 4  # clips per encoder call
+    decode_workers: int = 2  # decoding processes feeding the encoder; 0 decodes in the main process
+    shard_clips: int = 256  # roll a shard over after this many clips...
+    shard_mb: int = 1024  # ...or this many megabytes
+    device: str = "auto"  # auto = cuda:0 when present, else cpu
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "shard_clips", "shard_mb"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"extract.{name} must be >= 1, got {getattr(self, name)!r}")
+        if self.decode_workers < 0:
+            raise ConfigError(f"extract.decode_workers must be >= 0, got {self.decode_workers!r}")
+
+
+@dataclass
+class ProjectorConfig:
+    hidden_size: int = 1024  # BERT-style fusion width
+    num_heads: int = 16
+    intermediate_size: int = 4096
+    num_fusion_layers: int = 2
+    num_visual_queries: int = 32  # soft tokens placed in the LLM prompt
+    num_temporal_queries: int = 5
+    dropout: float = 0.1
+    max_temporal_positions: int = 64  # learned temporal position table size (T' = frames / 2)
+    max_spatial_positions: int = 64  # learned row / column table size (H', W')
+    temporal_head: str = "scoring"  # "scoring" (per-position, any T') or "seed" (MLP to fixed T' logits)
+
+    def __post_init__(self) -> None:
+        if self.hidden_size % self.num_heads:
+            raise ConfigError(
+                f"projector.hidden_size {self.hidden_size} must be divisible by projector.num_heads {self.num_heads}"
+            )
+        if self.temporal_head not in ("scoring", "seed"):
+            raise ConfigError(f"projector.temporal_head must be 'scoring' or 'seed', got {self.temporal_head!r}")
+
+
+@dataclass
+class TrainConfig:
+    lr: float = 5e-5
+    weight_decay: float = 0.01
+    warmup_fraction: float = 0.1  # of all optimizer steps, then cosine to 0
+    batch_size: int = 4
+    grad_accum: int = 1
+    epochs: int = 5
+    lambda_temp: float = 2.0  # weight of the saliency BCE next to the answer cross-entropy
+    pos_weight: float = 10.0  # BCE weight of positive (support) positions
+    saliency_radius_s: float = 0.5  # positions this close to a support frame are targets too
+    max_grad_norm: float = 1.0
+    val_fraction: float = 0.1  # held-out share of videos when no --val file is given
+    eval_every: int = 0  # also evaluate every N optimizer steps (0: once per epoch)
+    save_every: int = 0  # also save last/ every N optimizer steps (0: once per epoch)
+    num_workers: int = 0  # cache-reading loader workers
+    seed: int = 0
+    device_map: str = "auto"  # e.g. "projector=cuda:0,llm=cuda:1"; auto splits over two GPUs
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "grad_accum", "epochs"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)!r}")
+        if not 0 <= self.val_fraction < 1:
+            raise ConfigError(f"train.val_fraction must be in [0, 1), got {self.val_fraction!r}")
+
+
+@dataclass
+class Config:
+    """Everything a Mark-1 run needs; YAML sections and `--set section.key=value` use these names."""
+
+    encoder: str = "facebook/vjepa2-vitg-fpc64-256"  # hub id or local directory
+    llm: str = "Qwen/Qwen3-0.6B"
+    video: VideoConfig = field(default_factory=VideoConfig)
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
+    projector: ProjectorConfig = field(default_factory=ProjectorConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> Config:
+        return _build(cls, data, source)
+
+
+def resolve_config_path(name: str | Path) -> Path:
+    """A path, or the bare name of a bundled config ("tiny", "mark1-vjepa2-qwen3")."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    bundled = CONFIG_DIR / f"{path.stem}.yaml"
+    if path.parent == Path(".") and bundled.is_file():
+        return bundled
+    available = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
+    raise ConfigError(f"config file {str(name)!r} not found; give a YAML path or one of: {available}")
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config (or the defaults), apply `section.key=value` overrides, expand env vars in paths."""
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        file = resolve_config_path(path)
+        source = str(file)
+        try:
+            data = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{file} is not valid YAML: {err}") from err
+        if not isinstance(data, dict):
+            raise ConfigError(f"{file} must hold a mapping of sections, got {type(data).__name__}")
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        *parents, leaf = key.strip().split(".")
+        node = data
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is not a section")
+        node[leaf] = yaml.safe_load(value)
+    cfg = Config.from_dict(data, source)
+    cfg.encoder = expand_path(cfg.encoder)
+    cfg.llm = expand_path(cfg.llm)
+    return cfg
+
+
+def expand_path(value: str) -> str:
+    """Expand `${MARK1_HOME}`, other env vars and `~` in a model path; hub ids pass through unchanged."""
+    env = {**os.environ, "MARK1_HOME": str(mark1_home())}
+    return os.path.expanduser(string.Template(value).safe_substitute(env))
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    """Build dataclass `cls` from a mapping, rejecting unknown keys and values of the wrong type."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping for {cls.__name__}, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    kwargs = {}
+    for name, value in data.items():
+        kind = hints[name]
+        if dataclasses.is_dataclass(kind):
+            kwargs[name] = _build(kind, value, f"{where}: {name}")
+        else:
+            kwargs[name] = _coerce(value, kind, f"{where}: {name}")
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, kind: Any, where: str) -> Any:
+    if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:
+        if value is None and type(None) in typing.get_args(kind):
+            return None
+        kind = next(k for k in typing.get_args(kind) if k is not type(None))
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ConfigError(f"{where} must be {kind.__name__}, got {value!r}")
+    return value

@@ -1,0 +1,137 @@
+"""Stage one: decode every video once, run the frozen encoder, and write the feature cache."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from mark1.cache import CacheWriter
+from mark1.config import Config
+from mark1.encoder import VideoEncoder, pick_device
+from mark1.errors import VideoError
+from mark1.video import Clip, find_videos, load_clip, video_key
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ExtractResult:
+    cache_dir: Path
+    num_videos: int  # videos found (after --limit)
+    num_extracted: int  # encoded in this run
+    num_skipped: int  # already in the cache
+    num_failed: int  # recorded in failures.jsonl by this run
+    seconds: float
+    interrupted: bool = False
+
+
+@dataclass
+class DecodedVideo:
+    key: str
+    clip: Clip | None
+    error: str | None = None
+
+
+class _DecodeDataset(Dataset):
+    """Decodes one video per item; a failure becomes a value, never an exception, so the run goes on."""
+
+    def __init__(self, videos: list[tuple[str, Path]], num_frames: int, crop_size: int, num_threads: int) -> None:
+        self.videos, self.num_frames, self.crop_size, self.num_threads = videos, num_frames, crop_size, num_threads
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def __getitem__(self, index: int) -> DecodedVideo:
+        key, path = self.videos[index]
+        try:
+            return DecodedVideo(key, load_clip(path, self.num_frames, self.crop_size, self.num_threads))
+        except VideoError as err:
+            return DecodedVideo(key, None, str(err))
+
+
+def _identity(item: DecodedVideo) -> DecodedVideo:
+    return item
+
+
+def list_videos(videos_dir: Path, limit: int | None = None) -> list[tuple[str, Path]]:
+    """(key, path) of every video under `videos_dir`; a missing or empty directory is a user error."""
+    if not videos_dir.is_dir():
+        raise VideoError(f"videos directory {videos_dir} does not exist")
+    paths = find_videos(videos_dir)
+    if not paths:
+        raise VideoError(f"no videos (.mp4 .mkv .avi .mov .webm) found under {videos_dir}")
+    return [(video_key(p, videos_dir), p) for p in paths[:limit]]
+
+
+def decode_loader(videos: list[tuple[str, Path]], num_frames: int, crop_size: int, workers: int) -> DataLoader:
+    """Decoded videos in order, `workers` processes ahead of the consumer so decoding overlaps encoding."""
+    threads = max(1, (os.cpu_count() or 1) // max(1, workers))  # decord threads per worker: share the cores
+    dataset = _DecodeDataset(videos, num_frames, crop_size, threads)
+    return DataLoader(dataset, batch_size=None, num_workers=workers, collate_fn=_identity,
+                      prefetch_factor=4 if workers else None, persistent_workers=False)
+
+
+def extract(
+    cfg: Config,
+    videos_dir: Path,
+    cache_dir: Path,
+    limit: int | None = None,
+    encoder: VideoEncoder | None = None,
+    on_clip: Callable[[int, int, str], None] | None = None,
+) -> ExtractResult:
+    """Encode every video under `videos_dir` not yet in `cache_dir`; resumable, never fatal for one bad video.
+
+    `on_clip(done, total, key)` is called after each video (progress bars). Ctrl-C keeps finished clips.
+    """
+    start = time.perf_counter()
+    videos = list_videos(videos_dir, limit)
+    if encoder is None:  # tests and infer pass one in
+        encoder = VideoEncoder.load(cfg, pick_device(cfg.extract.device))
+    writer = CacheWriter(cache_dir, encoder.spec(), cfg.extract.shard_clips, cfg.extract.shard_mb)
+    done = writer.done_keys
+    todo = [(key, path) for key, path in videos if key not in done]
+    result = ExtractResult(cache_dir, len(videos), 0, len(videos) - len(todo), 0, 0.0)
+    log.info("%d videos, %d cached already, %d to extract", len(videos), result.num_skipped, len(todo))
+    batch: list[DecodedVideo] = []
+
+    def encode_batch() -> None:
+        frames = torch.stack([item.clip.frames for item in batch])  # (B, T, 3, crop, crop) uint8
+        features = encoder(frames).to("cpu", torch.float16).numpy()
+        for item, feats in zip(batch, features):
+            meta = {name: getattr(item.clip, name) for name in
+                    ("duration_s", "fps", "num_source_frames", "width", "height")}
+            writer.add(item.key, np.ascontiguousarray(feats), {**meta, "frame_times_s": item.clip.frame_times_s})
+        result.num_extracted += len(batch)
+        batch.clear()
+
+    try:
+        if todo:
+            workers = min(cfg.extract.decode_workers, len(todo))
+            for index, item in enumerate(decode_loader(todo, encoder.num_frames, encoder.crop_size, workers)):
+                if item.clip is None:
+                    log.warning("skipped %s", item.error)
+                    writer.add_failure(item.key, item.error or "unknown error")
+                    result.num_failed += 1
+                else:
+                    batch.append(item)
+                    if len(batch) == cfg.extract.batch_size:
+                        encode_batch()
+                if on_clip is not None:
+                    on_clip(index + 1, len(todo), item.key)
+            if batch:
+                encode_batch()
+    except KeyboardInterrupt:
+        result.interrupted = True  # the finished clips are committed below; the batch in hand is redone later
+    finally:
+        writer.close()
+    result.seconds = time.perf_counter() - start
+    return result
+

@@ -1,0 +1,84 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mark1.synthetic import SignClip, write_video
+from mark1.video import (
+    IMAGE_MEAN,
+    IMAGE_STD,
+    load_clip,
+    normalize,
+    resize_and_crop,
+    resize_shortest_edge,
+    resized_hw,
+    sample_indices,
+)
+
+
+def test_resize_rule_matches_the_processor_for_the_full_model() -> None:
+    assert resize_shortest_edge(256) == 292  # int(256 * 256 / 224)
+    assert resized_hw(1440, 2560, 292) == (292, 519)  # long edge truncated, as torchvision does
+    assert resized_hw(1920, 1080, 292) == (519, 292)
+    assert resized_hw(292, 400, 292) == (292, 400)
+
+
+def test_resize_and_crop_is_the_uint8_antialiased_resize_then_center_crop() -> None:
+    frames = torch.randint(0, 256, (2, 3, 300, 411), dtype=torch.uint8)
+    out = resize_and_crop(frames, 256)
+    assert out.shape == (2, 3, 256, 256) and out.dtype == torch.uint8
+    resized = F.interpolate(frames.float(), size=(292, 400), mode="bilinear", antialias=True, align_corners=False)
+    top, left = int((292 - 256) / 2.0), int((400 - 256) / 2.0)  # 18, 72
+    expected = resized.round().clamp(0, 255)[..., top : top + 256, left : left + 256]
+    # uint8 and float kernels round differently by at most one grey level; an offset error would be far larger
+    assert (out.float() - expected).abs().max() <= 1
+    assert (out.float() - expected).abs().mean() < 0.3  # random noise: a one-pixel shift gives ~60
+
+
+def test_normalize_uses_imagenet_statistics() -> None:
+    frame = torch.full((1, 3, 4, 4), 51, dtype=torch.uint8)
+    values = normalize(frame)[0, :, 0, 0]
+    expected = (torch.tensor([0.2] * 3) - torch.tensor(IMAGE_MEAN)) / torch.tensor(IMAGE_STD)
+    assert torch.allclose(values, expected, atol=1e-6)
+
+
+def test_processor_parity_where_torchvision_exists() -> None:
+    pytest.importorskip("torchvision")
+    from transformers import VJEPA2VideoProcessor
+
+    video = torch.randint(0, 256, (4, 3, 360, 640), dtype=torch.uint8)
+    ours = normalize(resize_and_crop(video, 256))
+    theirs = VJEPA2VideoProcessor()(video[None], return_tensors="pt").pixel_values_videos[0]
+    assert ours.shape == theirs.shape
+    assert (ours - theirs).abs().max() < 1e-5
+
+
+def test_uniform_sampling_takes_segment_centres_and_repeats_short_clips() -> None:
+    assert sample_indices(160, 16).tolist() == list(range(5, 160, 10))
+    short = sample_indices(5, 16)
+    assert short.min() == 0 and short.max() == 4 and np.all(np.diff(short) >= 0)
+
+
+@pytest.mark.parametrize("fps", [12, 25, 30])
+def test_frame_times_come_from_the_container(tmp_path: Path, fps: int) -> None:
+    clip = SignClip("c", fps, 4.0, 160, 96, "Đỏ", "Bên trái", 1.0, 2.0, 0)
+    path = tmp_path / "c.mp4"
+    write_video(path, clip)
+    decoded = load_clip(path, 16, 64)
+    n = round(4.0 * fps)
+    expected = sample_indices(n, 16) / fps
+    assert decoded.num_source_frames == n
+    assert decoded.fps == pytest.approx(fps)
+    assert decoded.duration_s == pytest.approx(4.0, abs=1e-3)
+    assert np.allclose(decoded.frame_times_s, expected, atol=1e-3)
+
+
+def test_the_sign_is_visible_after_preprocessing(tmp_path: Path) -> None:
+    clip = SignClip("c", 25, 4.0, 224, 128, "Đỏ", "Bên phải", 0.0, 4.0, 0)
+    write_video(tmp_path / "c.mp4", clip)
+    frames = load_clip(tmp_path / "c.mp4", 2, 64).frames.float()
+    right, left = frames[0, :, 20:35, 40:60], frames[0, :, 20:35, 4:24]
+    assert right[0].mean() > 150 and right[1].mean() < 90  # red disc on the right survives the crop
+    assert left[0].mean() < 150

@@ -88,6 +88,7 @@ class TrainConfig:
     val_fraction: float = 0.1  # held-out share of videos when no --val file is given
     eval_every: int = 0  # also evaluate every N optimizer steps (0: once per epoch)
     save_every: int = 0  # also save last/ every N optimizer steps (0: once per epoch)
+    log_every: int = 10  # optimizer steps between metrics.jsonl lines
     num_workers: int = 0  # cache-reading loader workers
     seed: int = 0
     device_map: str = "auto"  # e.g. "projector=cuda:0,llm=cuda:1"; auto splits over two GPUs

@@ -1,0 +1,108 @@
+"""QA records + feature cache → tokenized, padded training batches."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from transformers import PreTrainedTokenizerBase
+
+from mark1.annotations import QARecord
+from mark1.cache import FeatureCache
+from mark1.prompt import answer_text, build_prompt, question_text
+
+IGNORE = -100  # label of positions that are not part of the answer
+MAX_QUESTION_TOKENS = 256  # the fusion layers read at most this much of the question + choices
+
+
+@dataclass
+class Batch:
+    """A padded batch: what `VideoQAModel.loss` consumes."""
+
+    features: torch.Tensor  # (B, T', H', W', D) float16 video features
+    question_ids: torch.Tensor  # (B, L) question + choices for the fusion layers
+    question_mask: torch.Tensor  # (B, L) bool, True on real tokens
+    input_ids: torch.Tensor  # (B, S) prompt + answer, with video placeholders
+    attention_mask: torch.Tensor  # (B, S)
+    labels: torch.Tensor  # (B, S) answer token ids, IGNORE elsewhere
+    saliency_target: torch.Tensor  # (B, T') 0/1
+    has_support: torch.Tensor  # (B,) bool: rows without support frames train the answer only
+
+
+def saliency_targets(times: np.ndarray, support_frames: list[float], radius_s: float) -> np.ndarray:
+    """(T',) 0/1 targets: the position nearest each support frame, and every position within `radius_s` of one."""
+    target = np.zeros(len(times), dtype=np.float32)
+    for second in support_frames:
+        distance = np.abs(times - second)
+        target[int(distance.argmin())] = 1.0
+        target[distance <= radius_s] = 1.0
+    return target
+
+
+@dataclass
+class Example:
+    key: str
+    question_ids: list[int]
+    input_ids: list[int]
+    labels: list[int]
+    saliency: np.ndarray
+    has_support: bool
+
+
+def make_example(record: QARecord, tokenizer: PreTrainedTokenizerBase, num_video_tokens: int,
+                 times: np.ndarray, radius_s: float) -> Example:
+    """Tokenize one record: the shared prompt, the answer "B. Sai<|im_end|>" as the only labelled tokens."""
+    if record.key is None or record.answer is None:
+        raise ValueError(f"record {record.id} needs a matched video key and an answer to train on")
+    encode = lambda text: tokenizer(text, add_special_tokens=False).input_ids  # noqa: E731
+    prompt = encode(build_prompt(tokenizer, record.question, record.choices, num_video_tokens))
+    answer = encode(answer_text(tokenizer, record.choices[record.answer]))
+    return Example(
+        key=record.key,
+        question_ids=encode(question_text(record.question, record.choices))[:MAX_QUESTION_TOKENS],
+        input_ids=prompt + answer,
+        labels=[IGNORE] * len(prompt) + answer,
+        saliency=saliency_targets(times, record.support_frames, radius_s),
+        has_support=bool(record.support_frames),
+    )
+
+
+class QADataset(Dataset):
+    """Tokenized once up front; each item reads its clip's features from the cache (never a video)."""
+
+    def __init__(self, records: list[QARecord], cache: FeatureCache, tokenizer: PreTrainedTokenizerBase,
+                 num_video_tokens: int, radius_s: float) -> None:
+        self.cache = cache
+        self.examples = [make_example(r, tokenizer, num_video_tokens, cache.position_times(r.key), radius_s)
+                         for r in records]
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, Example]:
+        example = self.examples[index]
+        return self.cache[example.key][0], example
+
+
+def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
+    longest = max(len(r) for r in rows)
+    return torch.tensor([r + [value] * (longest - len(r)) for r in rows], dtype=torch.long)
+
+
+def collate(items: list[tuple[np.ndarray, Example]], pad_id: int = 0) -> Batch:
+    """Right-pad text, stack features and targets."""
+    features = torch.from_numpy(np.stack([f for f, _ in items]))
+    examples = [e for _, e in items]
+    input_ids = _pad([e.input_ids for e in examples], pad_id)
+    return Batch(
+        features=features,
+        question_ids=_pad([e.question_ids for e in examples], pad_id),
+        question_mask=_pad([[1] * len(e.question_ids) for e in examples], 0).bool(),
+        input_ids=input_ids,
+        attention_mask=_pad([[1] * len(e.input_ids) for e in examples], 0),
+        labels=_pad([e.labels for e in examples], IGNORE),
+        saliency_target=torch.from_numpy(np.stack([e.saliency for e in examples])),
+        has_support=torch.tensor([e.has_support for e in examples]),
+    )

@@ -1,0 +1,1 @@
+"""The trainable projector and the model that joins it to the frozen LLM."""

@@ -1,0 +1,136 @@
+"""The only trained part: video patch features + question → soft tokens for the LLM and per-position saliency."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from mark1.config import ProjectorConfig
+from mark1.errors import CheckpointError
+
+WEIGHTS_FILE = "projector.safetensors"
+
+
+@dataclass
+class ProjectorOutput:
+    soft_tokens: torch.Tensor  # (B, num_visual_queries, llm_dim)
+    saliency_logits: torch.Tensor  # (B, T') one logit per temporal position
+
+
+def _mlp(dim: int, hidden: int, out: int, dropout: float = 0.0) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, out))
+
+
+class CrossAttentionBlock(nn.Module):
+    """Queries read the video tokens: pre-norm cross-attention (SDPA) + MLP, both residual.
+
+    The same block V-JEPA2's attentive probe uses to read frozen features.
+    """
+
+    def __init__(self, dim: int, num_heads: int, mlp_dim: int, dropout: float) -> None:
+        super().__init__()
+        self.num_heads, self.dropout = num_heads, dropout
+        self.norm_q, self.norm_kv, self.norm_mlp = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.q, self.kv, self.out = nn.Linear(dim, dim), nn.Linear(dim, 2 * dim), nn.Linear(dim, dim)
+        self.mlp = _mlp(dim, mlp_dim, dim, dropout)
+
+    def forward(self, queries: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """queries (B, N, D), tokens (B, M, D) → (B, N, D)."""
+        b, n, d = queries.shape
+        heads = self.num_heads
+        q = self.q(self.norm_q(queries)).view(b, n, heads, d // heads).transpose(1, 2)  # (B, h, N, hd)
+        k, v = self.kv(self.norm_kv(tokens)).view(b, -1, 2, heads, d // heads).permute(2, 0, 3, 1, 4)  # (B, h, M, hd)
+        attn = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        queries = queries + self.out(attn.transpose(1, 2).reshape(b, n, d))
+        return queries + self.mlp(self.norm_mlp(queries))
+
+
+class Projector(nn.Module):
+    """Learnable queries + cross-attention + BERT-style fusion with the question + two heads.
+
+    1. video tokens → Linear(video_dim → D) + factorised temporal / row / column position embeddings;
+    2. 32 visual + 5 temporal queries cross-attend to them;
+    3. transformer layers fuse [queries ; question embeddings from the frozen LLM] (padding masked);
+    4. the visual queries become soft tokens (LLaVA-style Linear-GELU-Linear to the LLM width); each
+       temporal position's pooled features are scored against every fused temporal query (scaled dot
+       product through small MLPs), max over queries: one saliency logit per position, for any T'.
+    """
+
+    def __init__(self, cfg: ProjectorConfig, video_dim: int, llm_dim: int) -> None:
+        super().__init__()
+        self.cfg, self.video_dim, self.llm_dim = cfg, video_dim, llm_dim
+        dim = cfg.hidden_size
+        self.video_in = nn.Linear(video_dim, dim)
+        self.time_pos = nn.Embedding(cfg.max_temporal_positions, dim)
+        self.row_pos = nn.Embedding(cfg.max_spatial_positions, dim)
+        self.col_pos = nn.Embedding(cfg.max_spatial_positions, dim)
+        self.queries = nn.Parameter(torch.randn(cfg.num_visual_queries + cfg.num_temporal_queries, dim) * 0.02)
+        self.cross = CrossAttentionBlock(dim, cfg.num_heads, cfg.intermediate_size, cfg.dropout)
+        self.question_in = nn.Linear(llm_dim, dim)
+        self.segment = nn.Embedding(2, dim)  # BERT's token types: 0 = query, 1 = question
+        layer = nn.TransformerEncoderLayer(dim, cfg.num_heads, cfg.intermediate_size, cfg.dropout,
+                                           activation="gelu", batch_first=True, norm_first=True)
+        self.fusion = nn.TransformerEncoder(layer, cfg.num_fusion_layers, enable_nested_tensor=False)
+        self.fusion_norm = nn.LayerNorm(dim)
+        self.soft_head = _mlp(dim, llm_dim, llm_dim)
+        if cfg.temporal_head == "scoring":
+            self.position_mlp = _mlp(dim, dim, dim)
+            self.query_mlp = _mlp(dim, dim, dim)
+        else:  # the seed's head: each temporal query → fixed T' logits, max over queries
+            self.seed_head = _mlp(dim, dim, cfg.max_temporal_positions)
+        for emb in (self.time_pos, self.row_pos, self.col_pos, self.segment):
+            nn.init.normal_(emb.weight, std=0.02)
+
+    def forward(self, video: torch.Tensor, question: torch.Tensor, question_mask: torch.Tensor) -> ProjectorOutput:
+        """video (B, T', H', W', video_dim); question (B, L, llm_dim) embeddings; question_mask (B, L) True = token."""
+        b, t, h, w, _ = video.shape
+        cfg = self.cfg
+        if t > cfg.max_temporal_positions or max(h, w) > cfg.max_spatial_positions:
+            raise ValueError(f"feature grid {t}x{h}x{w} exceeds the projector's position tables "
+                             f"({cfg.max_temporal_positions} x {cfg.max_spatial_positions})")
+        dev = video.device
+        x = self.video_in(video)  # (B, T', H', W', D)
+        x = x + self.time_pos(torch.arange(t, device=dev))[:, None, None] \
+            + self.row_pos(torch.arange(h, device=dev))[:, None] + self.col_pos(torch.arange(w, device=dev))
+        queries = self.cross(self.queries.expand(b, -1, -1), x.flatten(1, 3))  # (B, Nv + Nt, D)
+        words = self.question_in(question)  # (B, L, D)
+        sequence = torch.cat([queries + self.segment.weight[0], words + self.segment.weight[1]], dim=1)
+        padding = torch.cat([question_mask.new_zeros(b, queries.shape[1]), ~question_mask], dim=1)
+        fused = self.fusion_norm(self.fusion(sequence, src_key_padding_mask=padding))
+        visual = fused[:, : cfg.num_visual_queries]
+        temporal = fused[:, cfg.num_visual_queries : queries.shape[1]]  # (B, Nt, D)
+        return ProjectorOutput(self.soft_head(visual), self._saliency(x.mean(dim=(2, 3)), temporal))
+
+    def _saliency(self, positions: torch.Tensor, temporal: torch.Tensor) -> torch.Tensor:
+        """positions (B, T', D) pooled per temporal position; temporal (B, Nt, D) fused queries → (B, T')."""
+        if self.cfg.temporal_head == "scoring":
+            scores = self.position_mlp(positions) @ self.query_mlp(temporal).transpose(1, 2)  # (B, T', Nt)
+            return (scores / math.sqrt(positions.shape[-1])).amax(dim=-1)
+        return self.seed_head(temporal)[..., : positions.shape[1]].amax(dim=1)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def save(self, directory: Path) -> None:
+        """projector.safetensors + projector.json (its config and widths); a few MB, never the backbones."""
+        directory.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}, directory / WEIGHTS_FILE)
+        meta = {"projector": asdict(self.cfg), "video_dim": self.video_dim, "llm_dim": self.llm_dim}
+        (directory / "projector.json").write_text(json.dumps(meta, indent=2))
+
+    @classmethod
+    def load(cls, directory: Path) -> Projector:
+        try:
+            meta = json.loads((directory / "projector.json").read_text())
+            model = cls(ProjectorConfig(**meta["projector"]), meta["video_dim"], meta["llm_dim"])
+            model.load_state_dict(load_file(directory / WEIGHTS_FILE))
+        except (OSError, KeyError, TypeError, RuntimeError, json.JSONDecodeError) as err:
+            raise CheckpointError(f"cannot load the projector from {directory}: {err}") from err
+        return model

@@ -129,7 +129,7 @@ def _parse_row(raw: Any, row: int) -> tuple[QARecord | None, list[Issue]]:
         error(f"'choices' must be a list of at least 2 non-empty strings, got {str(choices)[:80]!r}")
         choices = None
     else:
-        choices = _letter_choices(choices, row, name, issues)
+        choices = letter_choices(choices, row, name, issues)
     answer = _parse_answer(raw.get("answer"), choices, error)
     support = _parse_numbers(_maybe_json(raw.get("support_frames")), "support_frames", error)
     spans = _parse_spans(_maybe_json(raw.get("spans")), error)
@@ -139,7 +139,7 @@ def _parse_row(raw: Any, row: int) -> tuple[QARecord | None, list[Issue]]:
     return record, issues
 
 
-def _letter_choices(choices: list[str], row: int, qid: str, issues: list[Issue]) -> list[str]:
+def letter_choices(choices: list[str], row: int, qid: str, issues: list[Issue]) -> list[str]:
     """Normalise to "A. text" by position; a choice's own text may contain ". " ("TP. Hồ Chí Minh")."""
     out = []
     for i, choice in enumerate(choices):

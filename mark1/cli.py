@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
@@ -14,7 +16,7 @@ from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from mark1.config import Config, load_config, mark1_home
+from mark1.config import Config, expand_path, load_config, mark1_home
 from mark1.errors import Mark1Error
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -22,7 +24,7 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
 cache_app = typer.Typer(no_args_is_help=True, help="Inspect a feature cache.")
 app.add_typer(cache_app, name="cache")
 console = Console(stderr=True)
-out = Console()
+out_console = Console()
 
 ConfigOpt = Annotated[str | None, typer.Option("--config", "-c", help="YAML config: a path or a bundled name (tiny, mark1-vjepa2-qwen3).")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a config key, e.g. --set train.lr=1e-4 (repeatable).")]
@@ -97,7 +99,7 @@ def cache_info(cache: Annotated[Path, typer.Argument(help="Feature cache directo
     table = Table(title=f"feature cache {cache}", show_header=False)
     for key, value in info.items():
         table.add_row(key, f"{value:,}" if isinstance(value, int) else str(value))
-    out.print(table)
+    out_console.print(table)
 
 
 @app.command("tiny-backbones")
@@ -112,26 +114,199 @@ def tiny_backbones(
 
 
 @app.command()
+def validate(
+    annotations: Annotated[Path, typer.Argument(help="Annotation file: RoadBuddy JSON, JSON list, JSONL, Parquet or CSV.")],
+    cache: Annotated[Path | None, typer.Option("--cache", help="Also check every video is cached.")] = None,
+) -> None:
+    """Check an annotation file: every problem with its row and id; exit 1 on errors (warnings pass)."""
+    from mark1.annotations import check_against_cache, load_annotations
+    from mark1.cache import FeatureCache
+
+    records, issues = load_annotations(annotations)
+    if cache is not None:
+        issues += check_against_cache(records, FeatureCache(cache))
+    for issue in issues:
+        colour = "red" if issue.level == "error" else "yellow"
+        console.print(f"[{colour}]{issue.level}[/] {issue}", soft_wrap=True)
+    errors = sum(i.level == "error" for i in issues)
+    counts = Counter(len(r.choices) for r in records)
+    console.print(f"{annotations}: {len(records)} questions ({', '.join(f'{n} with {k} choices' for k, n in sorted(counts.items()))}), "
+                  f"{errors} error(s), {len(issues) - errors} warning(s)")
+    if errors:
+        raise typer.Exit(1)
+
+
+@app.command()
+def train(
+    cache: Annotated[Path, typer.Option("--cache", help="Feature cache from `mark1 extract`.")],
+    annotations: Annotated[Path, typer.Option("--annotations", help="Training questions with answers.")],
+    out: Annotated[Path, typer.Option("--out", help="Run directory: best/, last/, metrics.jsonl.")] = Path("runs/mark1"),
+    config: ConfigOpt = None,
+    llm: LlmOpt = None,
+    val: Annotated[Path | None, typer.Option("--val", help="Validation questions (default: hold out videos).")] = None,
+    val_fraction: Annotated[float | None, typer.Option(help="Share of videos held out when no --val.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from last/.")] = False,
+    epochs: Annotated[int | None, typer.Option(help="Epochs.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Questions per batch.")] = None,
+    device_map: Annotated[str | None, typer.Option(help="e.g. projector=cuda:0,llm=cuda:1 (default auto).")] = None,
+    set_: SetOpt = None,
+) -> None:
+    """Stage two: train the projector on cached features (no encoder, no video decoding)."""
+    from mark1.stages.train import train as run_train
+
+    cfg = build_config(config, set_, llm=llm, **{
+        "train.val_fraction": val_fraction, "train.epochs": epochs, "train.lr": lr,
+        "train.batch_size": batch_size, "train.device_map": device_map})
+    if resume and not config:  # a resumed run keeps the config it started with, unless told otherwise
+        from mark1.checkpoint import load_config_of
+
+        cfg = load_config_of(out / "last")
+    table = Table("step", "epoch", "accuracy", "hit@1 1s", "mIoU", title="validation")
+
+    def on_eval(step: int, metrics: dict) -> None:
+        table.add_row(str(step), "", *(f"{metrics.get(k, float('nan')):.3f}" for k in ("accuracy", "hit@1_1s", "mIoU")))
+
+    with progress_bar("train", unit="steps") as update:
+        result = run_train(cfg, cache, annotations, out, val_annotations=val, resume=resume,
+                           on_step=update, on_eval=on_eval)
+    if table.row_count:
+        out_console.print(table)
+    best = "n/a" if result.best_accuracy is None else f"{result.best_accuracy:.3f}"
+    console.print(f"[green]run[/] {result.run_dir}: {result.steps} steps in {result.seconds:.1f} s, final loss "
+                  f"{result.final_loss:.3f}, best val accuracy {best}, skipped steps {result.skipped_steps}")
+
+
+def print_metrics(metrics: dict, title: str) -> None:
+    table = Table("metric", "value", title=title)
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k}: {v:.3f}" for k, v in value.items())
+        elif isinstance(value, float):
+            value = f"{value:.3f}"
+        table.add_row(key, str(value))
+    out_console.print(table)
+
+
+@app.command("eval")
+def eval_(
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="runs/NAME/best or runs/NAME/last.")],
+    cache: Annotated[Path, typer.Option("--cache", help="Feature cache holding the questions' videos.")],
+    annotations: Annotated[Path, typer.Option("--annotations", help="Questions with answers.")],
+    out: Annotated[Path | None, typer.Option("--out", help="Writes metrics.json + predictions.jsonl here.")] = None,
+    config: ConfigOpt = None,
+    llm: LlmOpt = None,
+    device_map: Annotated[str | None, typer.Option(help="e.g. projector=cuda:0,llm=cuda:1.")] = None,
+) -> None:
+    """Score a checkpoint: accuracy (overall, by number of choices) and temporal grounding metrics."""
+    from mark1.stages.evaluate import evaluate
+
+    cfg = _checkpoint_config(checkpoint, config, llm=llm, device_map=device_map)
+    with progress_bar("eval", unit="questions") as update:
+        result = evaluate(checkpoint, cache, annotations, out, cfg=cfg, on_item=update)
+    print_metrics(result.metrics, f"eval {annotations.name}")
+    if out is not None:
+        console.print(f"[green]wrote[/] {result.metrics_path} and {result.predictions_path}")
+
+
+@app.command()
+def predict(
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="runs/NAME/best or runs/NAME/last.")],
+    cache: Annotated[Path, typer.Option("--cache", help="Feature cache holding the questions' videos.")],
+    annotations: Annotated[Path, typer.Option("--annotations", help="Questions (answers not needed).")],
+    out: Annotated[Path, typer.Option("--out", help="Submission CSV (id,answer).")] = Path("submission.csv"),
+    config: ConfigOpt = None,
+    llm: LlmOpt = None,
+    device_map: Annotated[str | None, typer.Option(help="e.g. projector=cuda:0,llm=cuda:1.")] = None,
+) -> None:
+    """Answer every question of a file: submission.csv (id,answer letter) + predictions.jsonl."""
+    from mark1.stages.evaluate import predict as run_predict
+
+    cfg = _checkpoint_config(checkpoint, config, llm=llm, device_map=device_map)
+    with progress_bar("predict", unit="questions") as update:
+        result = run_predict(checkpoint, cache, annotations, out, cfg=cfg, on_item=update)
+    console.print(f"[green]wrote[/] {result.submission_path} ({result.num_questions} questions) and "
+                  f"{result.predictions_path}")
+    if result.num_fallback:
+        console.print(f"[yellow]{result.num_fallback} question(s) had no cached video and were answered 'A'")
+
+
+@app.command()
+def infer(
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="runs/NAME/best or runs/NAME/last.")],
+    video: Annotated[Path, typer.Option("--video", help="The video file.")],
+    question: Annotated[str, typer.Option("--question", help="The question.")],
+    choice: Annotated[list[str] | None, typer.Option("--choice", help='A choice, e.g. "A. Có" (repeat).')] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    timeline: Annotated[Path | None, typer.Option(help="Write a PNG of saliency over time with thumbnails.")] = None,
+    max_new_tokens: Annotated[int, typer.Option(help="Length limit of a free-text answer.")] = 64,
+    config: ConfigOpt = None,
+    encoder: EncoderOpt = None,
+    llm: LlmOpt = None,
+    device_map: Annotated[str | None, typer.Option(help="e.g. encoder=cuda:0,projector=cuda:1,llm=cuda:1.")] = None,
+) -> None:
+    """One video, one question, one pass: decode, encode, project, answer, and point at the moments."""
+    from mark1.stages.infer import Mark1, save_timeline
+
+    cfg = _checkpoint_config(checkpoint, config, encoder=encoder, llm=llm, device_map=device_map)
+    model = Mark1.from_pretrained(checkpoint, cfg)
+    result = model.answer(video, question, choice or None, max_new_tokens)
+    if timeline is not None:
+        save_timeline(result, model.decode(video), timeline)
+    if as_json:
+        out_console.print_json(json.dumps(dataclasses.asdict(result), ensure_ascii=False))
+        return
+    out_console.print(f"[bold]{result.answer}[/]")
+    for letter, prob in result.probs.items():
+        out_console.print(f"  {letter}  {prob:.3f}")
+    moments = ", ".join(f"{m['time_s']:.2f} s ({m['score']:.2f})" for m in result.moments)
+    out_console.print(f"moments: {moments}")
+    out_console.print("timings: " + ", ".join(f"{k} {v:.3f} s" for k, v in result.timings_s.items()))
+    if timeline is not None:
+        out_console.print(f"timeline: {timeline}")
+
+
+def _checkpoint_config(checkpoint: Path, config: str | None, **flags: str | None) -> Config:
+    """The checkpoint's own config (or --config), with backbone / device-map flags on top."""
+    from mark1.checkpoint import load_config_of
+
+    cfg = load_config(config) if config else load_config_of(checkpoint)
+    for name, value in flags.items():
+        if value is None:
+            continue
+        if name == "device_map":
+            cfg.train.device_map = value
+        else:
+            setattr(cfg, name, expand_path(value))
+    return cfg
+
+
+@app.command()
 def demo(
     out_dir: Annotated[Path, typer.Option("--out", help="Where the generated data, cache and run go.")] = Path("demo"),
-    num_videos: Annotated[int, typer.Option(help="Generated clips.")] = 24,
+    num_videos: Annotated[int, typer.Option(help="Generated clips (80% train, 20% held-out test).")] = 120,
+    family: Annotated[str, typer.Option(help="visual (fixed choice order) or binding (shuffled choices).")] = "visual",
     seed: Annotated[int, typer.Option(help="Seed of the generated data.")] = 0,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
 ) -> None:
-    """Offline end to end on generated videos with the tiny backbones."""
-    from mark1.synthetic import generate, write_roadbuddy
+    """Offline end to end on generated videos with the tiny backbones: extract, train, eval, infer."""
+    from mark1.stages.demo import FAMILIES, run_demo
 
-    cfg = load_config("tiny")
-    data_dir = out_dir / "data"
-    if not (data_dir / "train.json").is_file():
-        with console.status(f"generating {num_videos} clips"):
-            rows = generate(data_dir, num_videos, seed=seed)
-            write_roadbuddy(data_dir / "train.json", rows)
-    from mark1.stages.extract import extract as run_extract
-
-    with progress_bar("extract") as update:
-        result = run_extract(cfg, data_dir / "videos", out_dir / "cache", on_clip=update)
-    console.print(f"[green]cache[/] {result.cache_dir}: {result.num_extracted} extracted, "
-                  f"{result.num_skipped} already cached ({result.seconds:.1f} s)")
+    if family not in FAMILIES:
+        raise typer.BadParameter(f"--family must be one of {', '.join(FAMILIES)}")
+    cfg = build_config(config or "tiny", set_)
+    result = run_demo(out_dir, num_videos, family, seed, cfg, progress=progress_bar)
+    print_metrics(result.eval.metrics, f"held-out {family}-family questions ({out_dir / 'eval' / 'metrics.json'})")
+    answer = result.infer
+    out_console.print(f"[bold]infer[/] {result.infer_video.name}: {result.infer_question}")
+    out_console.print(f"  answer [bold]{answer.answer}[/]  " + "  ".join(f"{k} {v:.2f}" for k, v in answer.probs.items()))
+    out_console.print("  moments " + ", ".join(f"{m['time_s']:.2f} s ({m['score']:.2f})" for m in answer.moments))
+    out_console.print("  timings " + ", ".join(f"{k} {v:.3f} s" for k, v in answer.timings_s.items()))
+    if result.timeline is not None:
+        out_console.print(f"  timeline {result.timeline}")
+    console.print(f"[green]demo[/] done in {out_dir}: cache {result.extract.cache_dir}, run {result.train.run_dir}, "
+                  f"submission {out_dir / 'submission.csv'}")
 
 
 def main() -> None:  # [project.scripts] mark1 = "mark1.cli:main"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -178,8 +179,10 @@ class VideoQAModel(torch.nn.Module):
                 first = decoder(inputs_embeds=prompt, use_cache=True)
                 cache = first.past_key_values
                 cache.batch_repeat_interleave(n)
-                # Right padding: a choice's real tokens never attend to the pads after them (causal).
-                rest = decoder(input_ids=ids, past_key_values=cache).last_hidden_state  # (n, Lc, D)
+                with warnings.catch_warnings():  # newer transformers call it `cache`; the old name works everywhere
+                    warnings.filterwarnings("ignore", message=".*past_key_values.*", category=FutureWarning)
+                    # Right padding: a choice's real tokens never attend to the pads after them (causal).
+                    rest = decoder(input_ids=ids, past_key_values=cache).last_hidden_state  # (n, Lc, D)
                 hidden = torch.cat([first.last_hidden_state[:, -1:].expand(n, -1, -1), rest[:, :-1]], dim=1)
             else:
                 embeds = torch.cat([prompt.expand(n, -1, -1), self.llm.get_input_embeddings()(ids)], dim=1)

@@ -165,7 +165,8 @@ def warm_up_llm(model: Qwen3ForCausalLM, tokenizer: PreTrainedTokenizerBase, ste
     instruction-tuned LLM does (measured after it: 1.0). Deciding which answer the video supports stays the
     projector's job. Only the LLM is trained here; Mark-1 then keeps it frozen.
     """
-    rng = random.Random(seed)
+    rng, generator = random.Random(seed), torch.Generator().manual_seed(seed)
+    pad = tokenizer.convert_tokens_to_ids("<|video_pad|>")
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     model.train()
     for _ in range(steps):
@@ -173,7 +174,11 @@ def warm_up_llm(model: Qwen3ForCausalLM, tokenizer: PreTrainedTokenizerBase, ste
         longest = max(len(ids) for ids, _ in pairs)
         ids = torch.tensor([i + [0] * (longest - len(i)) for i, _ in pairs])
         labels = torch.tensor([lab + [-100] * (longest - len(lab)) for _, lab in pairs])
-        loss = model(input_ids=ids, labels=labels).loss
+        embeds = model.get_input_embeddings()(ids)
+        # The other placeholders become random vectors: soft tokens will be arbitrary vectors, not pad tokens.
+        slots = (ids == pad).unsqueeze(-1)
+        noise = torch.randn(embeds.shape, generator=generator) * model.config.initializer_range
+        loss = model(inputs_embeds=torch.where(slots, noise, embeds), labels=labels).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()

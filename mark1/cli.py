@@ -47,9 +47,11 @@ def progress_bar(description: str, unit: str = "clips"):
         TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
         console=console, transient=False,
     ) as progress:
-        task = progress.add_task(description, total=None, rate="")
+        task = progress.add_task(description, total=None, rate="", start=False)
 
         def update(done: int, total: int, *_: object) -> None:
+            if not progress.tasks[task].started:  # time from the first item, not from model loading
+                progress.start_task(task)
             elapsed = progress.tasks[task].elapsed or 0.0
             rate = f"{done / elapsed:.1f} {unit}/s" if elapsed > 0 else ""
             progress.update(task, completed=done, total=total, rate=rate)

@@ -63,6 +63,7 @@ class ProjectorConfig:
     max_temporal_positions: int = 64  # learned temporal position table size (T' = frames / 2)
     max_spatial_positions: int = 64  # learned row / column table size (H', W')
     temporal_head: str = "scoring"  # "scoring" (per-position, any T') or "seed" (MLP to fixed T' logits)
+    saliency_reread: bool = True  # visual queries re-read the video weighted by the temporal saliency
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_heads:
@@ -192,6 +193,11 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
         if value is None and type(None) in typing.get_args(kind):
             return None
         kind = next(k for k in typing.get_args(kind) if k is not type(None))
+    if kind is float and isinstance(value, str):  # YAML reads "5e-3" (no dot) as a string
+        try:
+            value = float(value)
+        except ValueError:
+            pass
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if kind is str and isinstance(value, (int, float)) and not isinstance(value, bool):

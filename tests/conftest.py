@@ -70,3 +70,27 @@ def videos(sign_videos: tuple[Path, list[dict]], tmp_path: Path) -> Path:
 @pytest.fixture
 def rng() -> random.Random:
     return random.Random(0)
+
+
+@dataclass
+class Trained:
+    """A small run trained once per session: generated data, its cache, and runs/NAME."""
+
+    data_dir: Path
+    cache_dir: Path
+    run_dir: Path
+    config: Config
+
+
+@pytest.fixture(scope="session")
+def trained(tiny: Tiny, tmp_path_factory: pytest.TempPathFactory) -> Trained:
+    from mark1.stages.demo import make_data
+    from mark1.stages.extract import extract
+    from mark1.stages.train import train
+
+    root = tmp_path_factory.mktemp("trained")
+    make_data(root / "data", 10, "visual", seed=5)
+    cfg = tiny.config("train.epochs=2", "train.val_fraction=0.25")
+    extract(cfg, root / "data" / "videos", root / "cache")
+    train(cfg, root / "cache", root / "data" / "train.json", root / "run")
+    return Trained(root / "data", root / "cache", root / "run", cfg)

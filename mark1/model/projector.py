@@ -41,13 +41,14 @@ class CrossAttentionBlock(nn.Module):
         self.q, self.kv, self.out = nn.Linear(dim, dim), nn.Linear(dim, 2 * dim), nn.Linear(dim, dim)
         self.mlp = _mlp(dim, mlp_dim, dim, dropout)
 
-    def forward(self, queries: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        """queries (B, N, D), tokens (B, M, D) → (B, N, D)."""
+    def forward(self, queries: torch.Tensor, tokens: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """queries (B, N, D), tokens (B, M, D), optional additive attention bias (B, M) → (B, N, D)."""
         b, n, d = queries.shape
         heads = self.num_heads
         q = self.q(self.norm_q(queries)).view(b, n, heads, d // heads).transpose(1, 2)  # (B, h, N, hd)
         k, v = self.kv(self.norm_kv(tokens)).view(b, -1, 2, heads, d // heads).permute(2, 0, 3, 1, 4)  # (B, h, M, hd)
-        attn = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        mask = None if bias is None else bias[:, None, None, :].to(q.dtype)  # (B, 1, 1, M)
+        attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
         queries = queries + self.out(attn.transpose(1, 2).reshape(b, n, d))
         return queries + self.mlp(self.norm_mlp(queries))
 
@@ -58,7 +59,8 @@ class Projector(nn.Module):
     1. video tokens → Linear(video_dim → D) + factorised temporal / row / column position embeddings;
     2. 32 visual + 5 temporal queries cross-attend to them;
     3. transformer layers fuse [queries ; question embeddings from the frozen LLM] (padding masked);
-    4. the visual queries become soft tokens (LLaVA-style Linear-GELU-Linear to the LLM width); each
+    4. (saliency_reread) the fused visual queries read the video again, biased towards the salient moments;
+    5. the visual queries become soft tokens (LLaVA-style Linear-GELU-Linear to the LLM width); each
        temporal position's pooled features are scored against every fused temporal query (scaled dot
        product through small MLPs), max over queries: one saliency logit per position, for any T'.
     """
@@ -80,6 +82,8 @@ class Projector(nn.Module):
         self.fusion = nn.TransformerEncoder(layer, cfg.num_fusion_layers, enable_nested_tensor=False)
         self.fusion_norm = nn.LayerNorm(dim)
         self.soft_head = _mlp(dim, llm_dim, llm_dim)
+        if cfg.saliency_reread:
+            self.reread = CrossAttentionBlock(dim, cfg.num_heads, cfg.intermediate_size, cfg.dropout)
         if cfg.temporal_head == "scoring":
             self.position_mlp = _mlp(dim, dim, dim)
             self.query_mlp = _mlp(dim, dim, dim)
@@ -106,7 +110,13 @@ class Projector(nn.Module):
         fused = self.fusion_norm(self.fusion(sequence, src_key_padding_mask=padding))
         visual = fused[:, : cfg.num_visual_queries]
         temporal = fused[:, cfg.num_visual_queries : queries.shape[1]]  # (B, Nt, D)
-        return ProjectorOutput(self.soft_head(visual), self._saliency(x.mean(dim=(2, 3)), temporal))
+        saliency = self._saliency(x.mean(dim=(2, 3)), temporal)  # (B, T')
+        if cfg.saliency_reread:
+            # The visual queries read the video again, biased towards the moments the temporal head points
+            # at (detached: saliency is taught by the support frames, the answer only uses it).
+            bias = F.log_softmax(saliency.detach(), dim=-1)[:, :, None].expand(b, t, h * w).reshape(b, -1)
+            visual = self.reread(visual, x.flatten(1, 3), bias)
+        return ProjectorOutput(self.soft_head(visual), saliency)
 
     def _saliency(self, positions: torch.Tensor, temporal: torch.Tensor) -> torch.Tensor:
         """positions (B, T', D) pooled per temporal position; temporal (B, Nt, D) fused queries → (B, T')."""

@@ -76,7 +76,12 @@ def decode_loader(videos: list[tuple[str, Path]], num_frames: int, crop_size: in
     threads = max(1, (os.cpu_count() or 1) // max(1, workers))  # decord threads per worker: share the cores
     dataset = _DecodeDataset(videos, num_frames, crop_size, threads)
     return DataLoader(dataset, batch_size=None, num_workers=workers, collate_fn=_identity,
-                      prefetch_factor=4 if workers else None, persistent_workers=False)
+                      prefetch_factor=4 if workers else None, worker_init_fn=_one_torch_thread)
+
+
+def _one_torch_thread(worker_id: int) -> None:
+    # A decode worker resizes with torch: one thread each, or the workers and the encoder oversubscribe the cores.
+    torch.set_num_threads(1)
 
 
 def extract(

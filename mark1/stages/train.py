@@ -145,7 +145,7 @@ def train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_steps, tc.warmup_fraction))
     use_scaler = model.llm_device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
-    progress = {"epoch": 0, "batch": 0, "step": 0, "skipped": 0, "best_accuracy": None}
+    progress = {"epoch": 0, "batch": 0, "step": 0, "skipped": 0, "best_accuracy": None, "best_score": None}
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -220,8 +220,9 @@ def train(
 
 
 def _keep_best(metrics: dict, progress: dict, save: Callable[..., None], best_dir: Path, always: bool = False) -> None:
-    """best/ holds the highest validation accuracy so far (the latest epoch when there is no validation set)."""
-    accuracy = metrics.get("accuracy")
-    if always or (accuracy is not None and (progress["best_accuracy"] is None or accuracy > progress["best_accuracy"])):
-        progress["best_accuracy"] = accuracy
+    """best/ holds the best validation (accuracy, then hit@1) so far, the later one on ties; without a
+    validation set, the latest epoch."""
+    score = [metrics.get("accuracy", 0.0), metrics.get("hit@1_1s", 0.0)]
+    if always or (metrics and (progress["best_score"] is None or score >= progress["best_score"])):
+        progress["best_score"], progress["best_accuracy"] = score, metrics.get("accuracy")
         save(best_dir, metrics)

@@ -175,8 +175,11 @@ def train(
     loss_value = float("nan")
     while progress["epoch"] < tc.epochs:
         order = epoch_order(len(dataset), tc.seed, progress["epoch"])[progress["batch"] * tc.batch_size :]
+        # Its own generator: a DataLoader draws a seed when iterated, which would shift the global RNG
+        # (dropout) by one draw on resume.
         loader = DataLoader(dataset, batch_size=tc.batch_size, sampler=order, num_workers=tc.num_workers,
-                            collate_fn=partial(collate, pad_id=model.tokenizer.pad_token_id or 0))
+                            collate_fn=partial(collate, pad_id=model.tokenizer.pad_token_id or 0),
+                            generator=torch.Generator().manual_seed(tc.seed))
         for batch in loader:
             out = model.loss(batch, tc.lambda_temp, tc.pos_weight)
             progress["batch"] += 1

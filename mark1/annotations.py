@@ -125,7 +125,11 @@ def _parse_row(raw: Any, row: int) -> tuple[QARecord | None, list[Issue]]:
     if not isinstance(video, str) or not video.strip():
         error("missing 'video_path' (or 'video')")
     choices = _maybe_json(raw.get("choices"))
-    if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) and c.strip() for c in choices):
+    if (
+        not isinstance(choices, list)
+        or len(choices) < 2
+        or not all(isinstance(c, str) and c.strip() for c in choices)
+    ):
         error(f"'choices' must be a list of at least 2 non-empty strings, got {str(choices)[:80]!r}")
         choices = None
     else:
@@ -147,8 +151,14 @@ def letter_choices(choices: list[str], row: int, qid: str, issues: list[Issue]) 
         match = _CHOICE.match(choice)
         text = match.group(2).strip() if match else choice
         if match and match.group(1) != LETTERS[i]:
-            issues.append(Issue(row, qid, f"choice {i + 1} is lettered {match.group(1)}, re-lettered {LETTERS[i]}",
-                                "warning"))
+            issues.append(
+                Issue(
+                    row,
+                    qid,
+                    f"choice {i + 1} is lettered {match.group(1)}, re-lettered {LETTERS[i]}",
+                    "warning",
+                )
+            )
         out.append(f"{LETTERS[i]}. {text}")
     texts = [c[3:] for c in out]
     if len(set(texts)) < len(texts):
@@ -181,7 +191,9 @@ def _parse_numbers(value: Any, name: str, error) -> list[float]:
         return []
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         value = [value]
-    if not isinstance(value, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+    if not isinstance(value, list) or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
+    ):
         error(f"'{name}' must be a list of seconds, got {str(value)[:80]!r}")
         return []
     if not all(math.isfinite(v) and v >= 0 for v in value):
@@ -194,8 +206,12 @@ def _parse_spans(value: Any, error) -> list[tuple[float, float]]:
     if value is None or value == "":
         return []
     ok = isinstance(value, list) and all(
-        isinstance(s, (list, tuple)) and len(s) == 2 and all(isinstance(v, (int, float)) and math.isfinite(v) for v in s)
-        and 0 <= s[0] <= s[1] for s in value)
+        isinstance(s, (list, tuple))
+        and len(s) == 2
+        and all(isinstance(v, (int, float)) and math.isfinite(v) for v in s)
+        and 0 <= s[0] <= s[1]
+        for s in value
+    )
     if not ok:
         error(f"'spans' must be a list of [start, end] seconds with start <= end, got {str(value)[:80]!r}")
         return []
@@ -244,11 +260,23 @@ def match_videos(records: list[QARecord], keys: list[str]) -> list[Issue]:
         if len(chosen) == 1:
             record.key = chosen[0]
         elif not chosen:
-            issues.append(Issue(record.row, record.id, f"video {record.video!r} is not in the cache; "
-                                "run `mark1 extract` over the directory that holds it"))
+            issues.append(
+                Issue(
+                    record.row,
+                    record.id,
+                    f"video {record.video!r} is not in the cache; "
+                    "run `mark1 extract` over the directory that holds it",
+                )
+            )
         else:
-            issues.append(Issue(record.row, record.id, f"video {record.video!r} matches several cached videos: "
-                                f"{', '.join(chosen[:4])}; use its path relative to --videos"))
+            issues.append(
+                Issue(
+                    record.row,
+                    record.id,
+                    f"video {record.video!r} matches several cached videos: "
+                    f"{', '.join(chosen[:4])}; use its path relative to --videos",
+                )
+            )
     return issues
 
 
@@ -261,8 +289,13 @@ def check_against_cache(records: list[QARecord], cache) -> list[Issue]:
         duration = cache.row(record.key)["duration_s"]
         late = [t for t in record.support_frames if t > duration + 0.5]
         if late:
-            issues.append(Issue(record.row, record.id, f"support frames {late} lie after the end of "
-                                f"{record.key} ({duration:.2f} s)"))
+            issues.append(
+                Issue(
+                    record.row,
+                    record.id,
+                    f"support frames {late} lie after the end of {record.key} ({duration:.2f} s)",
+                )
+            )
     return issues
 
 
@@ -272,8 +305,11 @@ def require_valid(path: Path, cache=None, need_answers: bool = False) -> list[QA
     if cache is not None:
         issues += check_against_cache(records, cache)
     if need_answers:
-        issues += [Issue(r.row, r.id, "no 'answer' (training needs one per question)") for r in records
-                   if r.answer is None]
+        issues += [
+            Issue(r.row, r.id, "no 'answer' (training needs one per question)")
+            for r in records
+            if r.answer is None
+        ]
     errors = [i for i in issues if i.level == "error"]
     if errors:
         shown = "; ".join(str(e) for e in errors[:5])

@@ -130,12 +130,16 @@ def build_tiny_tokenizer() -> PreTrainedTokenizerFast:
 
 
 # Words for the tiny LLM's warm-up questions: the vocabulary of driving-video questions.
-_WORDS = ("xe biển báo đường làn rẽ trái phải đi thẳng tốc độ tối đa cấm dừng đỗ màu đỏ xanh vàng trắng "
-          "bên cạnh phía trước sau có không được phép bao nhiêu km/h hướng nào Đúng Sai cầu hầm ngã tư "
-          "vạch kẻ đèn tín hiệu ô tô xe máy người đi bộ TP. Hồ Chí Minh Biên Hòa 40 50 60 80").split()
+_WORDS = (  # noqa: SIM905 (one readable string beats 64 quoted words)
+    "xe biển báo đường làn rẽ trái phải đi thẳng tốc độ tối đa cấm dừng đỗ màu đỏ xanh vàng trắng "
+    "bên cạnh phía trước sau có không được phép bao nhiêu km/h hướng nào Đúng Sai cầu hầm ngã tư "
+    "vạch kẻ đèn tín hiệu ô tô xe máy người đi bộ TP. Hồ Chí Minh Biên Hòa 40 50 60 80"
+).split()
 
 
-def _warmup_example(rng: random.Random, tokenizer: PreTrainedTokenizerBase, num_slots: int) -> tuple[list[int], list[int]]:
+def _warmup_example(
+    rng: random.Random, tokenizer: PreTrainedTokenizerBase, num_slots: int
+) -> tuple[list[int], list[int]]:
     """One generated question in Mark-1's prompt format whose video region holds the answer's letter."""
     from mark1.prompt import VIDEO_TOKEN, answer_text, build_prompt
 
@@ -145,7 +149,9 @@ def _warmup_example(rng: random.Random, tokenizer: PreTrainedTokenizerBase, num_
         texts.append(texts[0] + " không")
     choices = [f"{LETTERS[i]}. {t}" for i, t in enumerate(texts)]
     answer = rng.randrange(len(choices))
-    prompt = tokenizer(build_prompt(tokenizer, words(3, 9) + "?", choices, num_slots), add_special_tokens=False).input_ids
+    prompt = tokenizer(
+        build_prompt(tokenizer, words(3, 9) + "?", choices, num_slots), add_special_tokens=False
+    ).input_ids
     hint = tokenizer(LETTERS[answer], add_special_tokens=False).input_ids
     pad = tokenizer.convert_tokens_to_ids(VIDEO_TOKEN)
     start = prompt.index(pad) + rng.randint(0, num_slots - len(hint))
@@ -154,8 +160,13 @@ def _warmup_example(rng: random.Random, tokenizer: PreTrainedTokenizerBase, num_
     return prompt + target, [-100] * len(prompt) + target
 
 
-def warm_up_llm(model: Qwen3ForCausalLM, tokenizer: PreTrainedTokenizerBase, steps: int = 600,
-                num_slots: int = 32, seed: int = 0) -> None:
+def warm_up_llm(
+    model: Qwen3ForCausalLM,
+    tokenizer: PreTrainedTokenizerBase,
+    steps: int = 600,
+    num_slots: int = 32,
+    seed: int = 0,
+) -> None:
     """Teach a random tiny LLM what a real one brings: heed the video region and copy the chosen choice.
 
     A frozen random LLM passes almost no useful gradient to soft tokens: the answer did not learn through
@@ -216,22 +227,30 @@ def _load(loader, name: str, what: str, **kwargs):
     ensure_available(name)
     looks_local = name.startswith((".", "/", "~")) or Path(name).exists()
     if looks_local and not (Path(name) / "config.json").is_file() and what != "tokenizer":
-        raise ConfigError(f"{what} directory {name!r} has no config.json; run `mark1 tiny-backbones --out DIR` "
-                          "or point --{what} at a Hugging Face model directory")
+        raise ConfigError(
+            f"{what} directory {name!r} has no config.json; run `mark1 tiny-backbones --out DIR` "
+            "or point --{what} at a Hugging Face model directory"
+        )
     try:
         return loader(name, **kwargs)
     except OSError as err:
-        raise ConfigError(f"cannot load {what} {name!r}: {str(err).splitlines()[0]} "
-                          f"(offline? download it first or pass --{what} with a local directory)") from err
+        raise ConfigError(
+            f"cannot load {what} {name!r}: {str(err).splitlines()[0]} "
+            f"(offline? download it first or pass --{what} with a local directory)"
+        ) from err
 
 
-def load_encoder(name: str, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> VJEPA2Model:
+def load_encoder(
+    name: str, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+) -> VJEPA2Model:
     """The frozen V-JEPA2 video encoder, in eval mode with gradients off (SDPA attention)."""
     model = _load(VJEPA2Model.from_pretrained, name, "encoder", dtype=dtype, attn_implementation="sdpa")
     return model.to(device).eval().requires_grad_(False)
 
 
-def load_llm(name: str, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> PreTrainedModel:
+def load_llm(
+    name: str, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+) -> PreTrainedModel:
     """The frozen causal LLM (Qwen3), in eval mode with gradients off; gradients still flow through it."""
     model = _load(AutoModelForCausalLM.from_pretrained, name, "llm", dtype=dtype, attn_implementation="sdpa")
     return model.to(device).eval().requires_grad_(False)

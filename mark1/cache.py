@@ -23,7 +23,12 @@ from mark1.errors import CacheError
 
 CACHE_FORMAT = "mark1-feature-cache"
 CACHE_VERSION = 1
-SPEC_FILE, MANIFEST_FILE, FAILURES_FILE, LOCK_FILE = "cache.json", "manifest.parquet", "failures.jsonl", ".lock"
+SPEC_FILE, MANIFEST_FILE, FAILURES_FILE, LOCK_FILE = (
+    "cache.json",
+    "manifest.parquet",
+    "failures.jsonl",
+    ".lock",
+)
 MANIFEST_SCHEMA = pa.schema(
     [
         ("key", pa.string()),
@@ -57,11 +62,22 @@ class CacheSpec:
     dtype: str = "float16"
     sampling: str = "uniform: frame floor((i + 0.5) * N / num_frames) for i < num_frames"
     preprocess: str = "uint8 bilinear antialias shortest-edge resize, center crop, /255, ImageNet mean/std"
-    time_rule: str = "temporal position j spans sampled frames [j * tubelet, (j + 1) * tubelet); time = their mean"
+    time_rule: str = (
+        "temporal position j spans sampled frames [j * tubelet, (j + 1) * tubelet); time = their mean"
+    )
     format: str = CACHE_FORMAT
     version: int = CACHE_VERSION
 
-    MUST_MATCH = ("format", "version", "encoder_fingerprint", "num_frames", "crop_size", "pool", "grid", "dtype")
+    MUST_MATCH = (
+        "format",
+        "version",
+        "encoder_fingerprint",
+        "num_frames",
+        "crop_size",
+        "pool",
+        "grid",
+        "dtype",
+    )
 
     def check_compatible(self, other: CacheSpec, where: Path) -> None:
         """Raise CacheError naming the first disagreeing key between this (on disk) and `other` (asked for)."""
@@ -82,14 +98,18 @@ class CacheSpec:
     def read(cls, cache_dir: Path) -> CacheSpec:
         path = cache_dir / SPEC_FILE
         if not path.is_file():
-            raise CacheError(f"{cache_dir} is not a Mark-1 feature cache (no {SPEC_FILE}); build one with `mark1 extract`")
+            raise CacheError(
+                f"{cache_dir} is not a Mark-1 feature cache (no {SPEC_FILE}); build one with `mark1 extract`"
+            )
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             if data.get("format") != CACHE_FORMAT:
                 raise CacheError(f"{path} is not a Mark-1 cache spec (format {data.get('format')!r})")
             if data.get("version") != CACHE_VERSION:
-                raise CacheError(f"{path} has cache version {data.get('version')}, this Mark-1 reads version "
-                                 f"{CACHE_VERSION}; re-extract into a new cache directory")
+                raise CacheError(
+                    f"{path} has cache version {data.get('version')}, this Mark-1 reads version "
+                    f"{CACHE_VERSION}; re-extract into a new cache directory"
+                )
             return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
         except (json.JSONDecodeError, TypeError) as err:
             raise CacheError(f"{path} is damaged ({err}); re-extract into a new cache directory") from err
@@ -130,7 +150,9 @@ def read_manifest(cache_dir: Path) -> pa.Table:
     try:
         return pq.read_table(path, schema=MANIFEST_SCHEMA)
     except (pa.ArrowInvalid, OSError) as err:
-        raise CacheError(f"{path} is damaged ({err}); run `mark1 extract` again to rebuild it from the shards") from err
+        raise CacheError(
+            f"{path} is damaged ({err}); run `mark1 extract` again to rebuild it from the shards"
+        ) from err
 
 
 def read_failures(cache_dir: Path) -> dict[str, str]:
@@ -172,6 +194,9 @@ class FeatureCache:
     def keys(self) -> list[str]:
         return list(self._rows)
 
+    def __iter__(self):
+        return iter(self._rows)
+
     def row(self, key: str) -> dict[str, Any]:
         """The manifest row of a clip: shard, duration_s, fps, size, frame_times_s."""
         try:
@@ -184,8 +209,10 @@ class FeatureCache:
         try:
             features = self._shard(row["shard"])[row["dataset"]][()]
         except (OSError, KeyError) as err:
-            raise CacheError(f"cannot read {key!r} from {self.path / 'shards' / row['shard']} ({err}); "
-                             "run `mark1 cache verify` and re-extract") from err
+            raise CacheError(
+                f"cannot read {key!r} from {self.path / 'shards' / row['shard']} ({err}); "
+                "run `mark1 cache verify` and re-extract"
+            ) from err
         return features, np.asarray(row["frame_times_s"], dtype=np.float64)
 
     def position_times(self, key: str) -> np.ndarray:
@@ -229,6 +256,28 @@ class FeatureCache:
         }
 
 
+def damaged_shards(cache_dir: Path, full: bool = True) -> list[tuple[str, str]]:
+    """(shard, reason) for every listed shard that is missing, unreadable, or (with `full`) holds a clip
+    that cannot be read whole with the cache's grid and dtype."""
+    spec = CacheSpec.read(cache_dir)
+    by_shard: dict[str, list[str]] = {}
+    for row in read_manifest(cache_dir).to_pylist():
+        by_shard.setdefault(row["shard"], []).append(row["dataset"])
+    found = []
+    for shard, datasets in sorted(by_shard.items()):
+        try:
+            with h5py.File(cache_dir / "shards" / shard, "r") as f:
+                for name in datasets:
+                    ds = f[name]
+                    if list(ds.shape) != spec.grid or ds.dtype != np.dtype(spec.dtype):
+                        raise ValueError(f"{name} has shape {ds.shape} {ds.dtype}")
+                    if full:
+                        ds[()]
+        except (OSError, KeyError, ValueError) as err:
+            found.append((shard, f"{type(err).__name__}: {err}"))
+    return found
+
+
 class CacheWriter:
     """Write side of a cache, for one writer: shards with temp names, roll-over, manifest and failures updates.
 
@@ -236,8 +285,9 @@ class CacheWriter:
     shards and adopts closed shards the manifest does not list yet (a crash between rename and manifest).
     """
 
-    def __init__(self, cache_dir: Path, spec: CacheSpec, shard_clips: int = 256, shard_mb: int = 1024,
-                 rank: int = 0) -> None:
+    def __init__(
+        self, cache_dir: Path, spec: CacheSpec, shard_clips: int = 256, shard_mb: int = 1024, rank: int = 0
+    ) -> None:
         self.path, self.spec, self.rank = cache_dir, spec, rank
         self.shard_clips, self.shard_bytes = shard_clips, shard_mb * 1_000_000
         self.shard_dir = cache_dir / "shards"
@@ -251,21 +301,24 @@ class CacheWriter:
             leftover.unlink()
         self.manifest = read_manifest(cache_dir)
         self.failures = read_failures(cache_dir)
+        self._drop_damaged()
         self._adopt_orphans()
         self._file: h5py.File | None = None
         self._pending: list[dict[str, Any]] = []
         self._pending_bytes = 0
 
     def _acquire_lock(self) -> Any:
-        handle = open(self.path / LOCK_FILE, "a+")
+        handle = open(self.path / LOCK_FILE, "a+")  # noqa: SIM115 (held open: the lock lives as long as the writer)
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
             owner = handle.read().strip() or "unknown"
             handle.close()
-            raise CacheError(f"cache {self.path} is being written by another process ({owner}); wait for it to "
-                             "finish, or use torchrun to extract in parallel") from None
+            raise CacheError(
+                f"cache {self.path} is being written by another process ({owner}); wait for it to "
+                "finish, or use torchrun to extract in parallel"
+            ) from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()} on {os.uname().nodename}")
@@ -275,6 +328,18 @@ class CacheWriter:
     @property
     def done_keys(self) -> set[str]:
         return set(self.manifest.column("key").to_pylist())
+
+    def _drop_damaged(self) -> None:
+        """Unlist the clips of shards that are missing or cannot be read, so this run extracts them again."""
+        damaged = {shard for shard, _ in damaged_shards(self.path, full=False)}
+        if damaged:
+            for shard in damaged:
+                path = self.shard_dir / shard
+                if path.exists():
+                    path.rename(path.with_name(shard + ".damaged"))  # kept for inspection, never read again
+            keep = [s not in damaged for s in self.manifest.column("shard").to_pylist()]
+            self.manifest = self.manifest.filter(pa.array(keep))
+            self._commit_rows([])
 
     def _adopt_orphans(self) -> None:
         listed = set(self.manifest.column("shard").to_pylist())
@@ -300,7 +365,9 @@ class CacheWriter:
     def add(self, key: str, features: np.ndarray, meta: dict[str, Any]) -> None:
         """Append one clip's features [T',H',W',D] (float16) and its metadata (CLIP_FIELDS) to the open shard."""
         if list(features.shape) != self.spec.grid or features.dtype != np.float16:
-            raise ValueError(f"{key}: features {features.shape} {features.dtype}, cache expects {self.spec.grid} float16")
+            raise ValueError(
+                f"{key}: features {features.shape} {features.dtype}, cache expects {self.spec.grid} float16"
+            )
         if self._file is None:
             self._open_shard()
         name = f"clip_{len(self._pending):06d}"
@@ -318,7 +385,9 @@ class CacheWriter:
         self._write_failures()
 
     def _open_shard(self) -> None:
-        taken = [int(p.name.split("-")[1].split(".")[0]) for p in self.shard_dir.glob(f"r{self.rank:03d}-*.h5*")]
+        taken = [
+            int(p.name.split("-")[1].split(".")[0]) for p in self.shard_dir.glob(f"r{self.rank:03d}-*.h5*")
+        ]
         self._shard_name = f"r{self.rank:03d}-{max(taken, default=-1) + 1:06d}.h5"
         self._file = h5py.File(self.shard_dir / (self._shard_name + ".tmp"), "w")
 
@@ -348,7 +417,9 @@ class CacheWriter:
             self._write_failures()
 
     def _write_failures(self) -> None:
-        lines = "".join(json.dumps({"key": k, "error": v}, ensure_ascii=False) + "\n" for k, v in self.failures.items())
+        lines = "".join(
+            json.dumps({"key": k, "error": v}, ensure_ascii=False) + "\n" for k, v in self.failures.items()
+        )
         _write_atomic(self.path / FAILURES_FILE, lines.encode())
 
     def close(self) -> None:

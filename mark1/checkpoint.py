@@ -25,8 +25,14 @@ CHECKPOINT_VERSION = 1
 STATE_FILE = "training_state.pt"
 
 
-def save_checkpoint(directory: Path, projector: Projector, cfg: Config, spec: CacheSpec,
-                    state: dict[str, Any] | None = None, metrics: dict[str, Any] | None = None) -> None:
+def save_checkpoint(
+    directory: Path,
+    projector: Projector,
+    cfg: Config,
+    spec: CacheSpec,
+    state: dict[str, Any] | None = None,
+    metrics: dict[str, Any] | None = None,
+) -> None:
     """Write projector weights, config.json (backbones, cache fingerprint, prompt format) and training state."""
     tmp = directory.with_name(directory.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -58,8 +64,10 @@ def _resolve(directory: Path) -> Path:
     old = directory.with_name(directory.name + ".old")
     if (old / "config.json").is_file():  # killed between moving the old one aside and renaming the new one in
         return old
-    raise CheckpointError(f"no Mark-1 checkpoint at {directory} (config.json missing); "
-                          "point --checkpoint at runs/NAME/best or runs/NAME/last")
+    raise CheckpointError(
+        f"no Mark-1 checkpoint at {directory} (config.json missing); "
+        "point --checkpoint at runs/NAME/best or runs/NAME/last"
+    )
 
 
 def read_meta(directory: Path) -> dict[str, Any]:
@@ -71,11 +79,14 @@ def read_meta(directory: Path) -> dict[str, Any]:
     if meta.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a Mark-1 checkpoint")
     if meta.get("version") != CHECKPOINT_VERSION:
-        raise CheckpointError(f"{path} is checkpoint version {meta.get('version')}, this Mark-1 reads "
-                              f"{CHECKPOINT_VERSION}")
+        raise CheckpointError(
+            f"{path} is checkpoint version {meta.get('version')}, this Mark-1 reads {CHECKPOINT_VERSION}"
+        )
     if meta.get("prompt_format") != PROMPT_FORMAT:
-        raise CheckpointError(f"{path} was trained with prompt format {meta.get('prompt_format')!r}, this Mark-1 "
-                              f"uses {PROMPT_FORMAT!r}; retrain or use the matching Mark-1 version")
+        raise CheckpointError(
+            f"{path} was trained with prompt format {meta.get('prompt_format')!r}, this Mark-1 "
+            f"uses {PROMPT_FORMAT!r}; retrain or use the matching Mark-1 version"
+        )
     return meta
 
 
@@ -94,7 +105,9 @@ def load_state(directory: Path) -> dict[str, Any]:
     try:  # weights_only: loading a checkpoint never runs code from it
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for damaged or foreign files
-        raise CheckpointError(f"cannot read {path} ({type(err).__name__}: {err}); start without --resume") from err
+        raise CheckpointError(
+            f"cannot read {path} ({type(err).__name__}: {err}); start without --resume"
+        ) from err
 
 
 def check_cache(meta: dict[str, Any], spec: CacheSpec, where: Path) -> None:

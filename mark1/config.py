@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import string
@@ -30,7 +31,9 @@ class VideoConfig:
 
     def __post_init__(self) -> None:
         if self.num_frames < 2 or self.num_frames % 2:
-            raise ConfigError(f"video.num_frames must be an even number >= 2 (tubelet 2), got {self.num_frames!r}")
+            raise ConfigError(
+                f"video.num_frames must be an even number >= 2 (tubelet 2), got {self.num_frames!r}"
+            )
         if self.pool < 1:
             raise ConfigError(f"video.pool must be >= 1, got {self.pool!r}")
 
@@ -71,7 +74,9 @@ class ProjectorConfig:
                 f"projector.hidden_size {self.hidden_size} must be divisible by projector.num_heads {self.num_heads}"
             )
         if self.temporal_head not in ("scoring", "seed"):
-            raise ConfigError(f"projector.temporal_head must be 'scoring' or 'seed', got {self.temporal_head!r}")
+            raise ConfigError(
+                f"projector.temporal_head must be 'scoring' or 'seed', got {self.temporal_head!r}"
+            )
 
 
 @dataclass
@@ -194,10 +199,8 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
             return None
         kind = next(k for k in typing.get_args(kind) if k is not type(None))
     if kind is float and isinstance(value, str):  # YAML reads "5e-3" (no dot) as a string
-        try:
+        with contextlib.suppress(ValueError):
             value = float(value)
-        except ValueError:
-            pass
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if kind is str and isinstance(value, (int, float)) and not isinstance(value, bool):

@@ -51,8 +51,13 @@ class Example:
     has_support: bool
 
 
-def make_example(record: QARecord, tokenizer: PreTrainedTokenizerBase, num_video_tokens: int,
-                 times: np.ndarray, radius_s: float) -> Example:
+def make_example(
+    record: QARecord,
+    tokenizer: PreTrainedTokenizerBase,
+    num_video_tokens: int,
+    times: np.ndarray,
+    radius_s: float,
+) -> Example:
     """Tokenize one record: the shared prompt, the answer "B. Sai<|im_end|>" as the only labelled tokens."""
     if record.key is None or record.answer is None:
         raise ValueError(f"record {record.id} needs a matched video key and an answer to train on")
@@ -72,11 +77,19 @@ def make_example(record: QARecord, tokenizer: PreTrainedTokenizerBase, num_video
 class QADataset(Dataset):
     """Tokenized once up front; each item reads its clip's features from the cache (never a video)."""
 
-    def __init__(self, records: list[QARecord], cache: FeatureCache, tokenizer: PreTrainedTokenizerBase,
-                 num_video_tokens: int, radius_s: float) -> None:
+    def __init__(
+        self,
+        records: list[QARecord],
+        cache: FeatureCache,
+        tokenizer: PreTrainedTokenizerBase,
+        num_video_tokens: int,
+        radius_s: float,
+    ) -> None:
         self.cache = cache
-        self.examples = [make_example(r, tokenizer, num_video_tokens, cache.position_times(r.key), radius_s)
-                         for r in records]
+        self.examples = [
+            make_example(r, tokenizer, num_video_tokens, cache.position_times(r.key), radius_s)
+            for r in records
+        ]
 
     def __len__(self) -> int:
         return len(self.examples)

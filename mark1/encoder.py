@@ -75,5 +75,7 @@ class VideoEncoder:
         grid = tokens.view(tokens.shape[0], t, side, side, -1)  # (B, T', H, W, D): Conv3d flattens t, h, w
         if self.pool > 1:
             pooled = F.avg_pool2d(grid.flatten(0, 1).permute(0, 3, 1, 2), self.pool)  # (B*T', D, H', W')
-            grid = pooled.permute(0, 2, 3, 1).reshape(tokens.shape[0], t, side // self.pool, side // self.pool, -1)
+            grid = pooled.permute(0, 2, 3, 1).reshape(
+                tokens.shape[0], t, side // self.pool, side // self.pool, -1
+            )
         return grid

@@ -20,7 +20,9 @@ def top_moment(saliency: Sequence[float], times: Sequence[float]) -> float:
     return float(times[int(np.argmax(saliency))])
 
 
-def moments(saliency: Sequence[float], times: Sequence[float], threshold: float = 0.5, k: int = 3) -> list[tuple[float, float]]:
+def moments(
+    saliency: Sequence[float], times: Sequence[float], threshold: float = 0.5, k: int = 3
+) -> list[tuple[float, float]]:
     """(time, score) of local peaks scoring >= threshold, best first, at most k; always at least the top one."""
     s = np.asarray(saliency, dtype=np.float64)
     padded = np.concatenate([[-np.inf], s, [-np.inf]])
@@ -60,8 +62,9 @@ def position_windows(times: Sequence[float], duration_s: float) -> np.ndarray:
     return np.stack([edges[:-1], edges[1:]], axis=1)
 
 
-def predicted_span(saliency: Sequence[float], times: Sequence[float], duration_s: float,
-                   threshold: float = 0.5) -> tuple[float, float]:
+def predicted_span(
+    saliency: Sequence[float], times: Sequence[float], duration_s: float, threshold: float = 0.5
+) -> tuple[float, float]:
     """The top position grown over contiguous neighbours scoring >= threshold, as a [start, end] window."""
     s = np.asarray(saliency)
     lo = hi = int(np.argmax(s))
@@ -88,14 +91,20 @@ def summarize(rows: list[dict]) -> dict:
         by_choices = defaultdict(list)
         for r in answered:
             by_choices[len(r["probs"])].append(r["pred"] == r["answer"])
-        metrics["accuracy_by_num_choices"] = {str(n): float(np.mean(v)) for n, v in sorted(by_choices.items())}
+        metrics["accuracy_by_num_choices"] = {
+            str(n): float(np.mean(v)) for n, v in sorted(by_choices.items())
+        }
     grounded = [r for r in rows if r.get("support_frames")]
     if grounded:
         metrics["grounded_questions"] = len(grounded)
         tops = [top_moment(r["saliency"], r["times"]) for r in grounded]
         for tol in HIT_TOLERANCES_S:
-            metrics[f"hit@1_{tol:g}s"] = float(np.mean([hit(t, r["support_frames"], tol) for t, r in zip(tops, grounded)]))
-        metrics["top_moment_mae_s"] = float(np.mean([abs_error(t, r["support_frames"]) for t, r in zip(tops, grounded)]))
+            metrics[f"hit@1_{tol:g}s"] = float(
+                np.mean([hit(t, r["support_frames"], tol) for t, r in zip(tops, grounded, strict=True)])
+            )
+        metrics["top_moment_mae_s"] = float(
+            np.mean([abs_error(t, r["support_frames"]) for t, r in zip(tops, grounded, strict=True)])
+        )
         tp = n_pred = n_gt = 0
         for r in grounded:
             predicted = [m for m, _ in moments(r["saliency"], r["times"])]
@@ -104,14 +113,19 @@ def summarize(rows: list[dict]) -> dict:
         precision, recall = tp / n_pred, tp / n_gt
         metrics["precision_1s"], metrics["recall_1s"] = precision, recall
         metrics["f1_1s"] = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        with_answer = [(t, r) for t, r in zip(tops, grounded) if r.get("answer") is not None]
+        with_answer = [(t, r) for t, r in zip(tops, grounded, strict=True) if r.get("answer") is not None]
         if with_answer:
-            metrics["grounded_accuracy"] = float(np.mean(
-                [r["pred"] == r["answer"] and hit(t, r["support_frames"], 1.0) for t, r in with_answer]))
+            metrics["grounded_accuracy"] = float(
+                np.mean(
+                    [r["pred"] == r["answer"] and hit(t, r["support_frames"], 1.0) for t, r in with_answer]
+                )
+            )
     spanned = [r for r in rows if r.get("spans")]
     if spanned:
-        ious = [max(iou(predicted_span(r["saliency"], r["times"], r["duration_s"]), gt) for gt in r["spans"])
-                for r in spanned]
+        ious = [
+            max(iou(predicted_span(r["saliency"], r["times"], r["duration_s"]), gt) for gt in r["spans"])
+            for r in spanned
+        ]
         for threshold in IOU_THRESHOLDS:
             metrics[f"R@1_iou{threshold:g}"] = float(np.mean([v >= threshold for v in ious]))
         metrics["mIoU"] = float(np.mean(ious))

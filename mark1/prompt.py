@@ -23,12 +23,18 @@ def question_text(question: str, choices: list[str]) -> str:
     return "\n".join([question, *choices])
 
 
-def build_prompt(tokenizer: PreTrainedTokenizerBase, question: str, choices: list[str], num_video_tokens: int) -> str:
+def build_prompt(
+    tokenizer: PreTrainedTokenizerBase, question: str, choices: list[str], num_video_tokens: int
+) -> str:
     """The full prompt up to where the answer starts: the chat template (thinking off) or a plain one."""
     user = user_text(question, choices, num_video_tokens)
     if tokenizer.chat_template:
-        return tokenizer.apply_chat_template([{"role": "user", "content": user}], tokenize=False,
-                                             add_generation_prompt=True, enable_thinking=False)
+        return tokenizer.apply_chat_template(
+            [{"role": "user", "content": user}],
+            tokenize=False,
+            add_generation_prompt=True,
+            enable_thinking=False,
+        )
     return f"{user}\nAnswer: "
 
 

@@ -54,8 +54,18 @@ def random_clip(rng: random.Random, name: str, min_s: float = 4.0, max_s: float 
     start = round(rng.uniform(0.3, duration - shown - 0.3), 2)
     width, height = rng.choice(SIZE_CHOICES)
     colour = rng.choice(list(COLOURS))
-    return SignClip(name, rng.choice(FPS_CHOICES), duration, width, height, colour, rng.choice(SIDES), start,
-                    round(start + shown, 2), rng.randrange(2**31))
+    return SignClip(
+        name,
+        rng.choice(FPS_CHOICES),
+        duration,
+        width,
+        height,
+        colour,
+        rng.choice(SIDES),
+        start,
+        round(start + shown, 2),
+        rng.randrange(2**31),
+    )
 
 
 def render_frame(clip: SignClip, index: int, noise: np.random.Generator) -> np.ndarray:
@@ -106,21 +116,32 @@ def make_questions(clip: SignClip, rng: random.Random, video_path: str, shuffle:
         choices = [f"{chr(65 + i)}. {text}" for i, text in enumerate(options)]
         answer = choices[options.index(getattr(clip, attribute))]
         shown = clip.end_s - clip.start_s
-        rows.append({
-            "id": f"{clip.name}_{qtype}",
-            "question": question,
-            "choices": choices,
-            "answer": answer,
-            "support_frames": [round(clip.start_s + shown * 0.3, 3), round(clip.start_s + shown * 0.7, 3)],
-            "spans": [[clip.start_s, clip.end_s]],
-            "video_path": video_path,
-            "_type": qtype,
-        })
+        rows.append(
+            {
+                "id": f"{clip.name}_{qtype}",
+                "question": question,
+                "choices": choices,
+                "answer": answer,
+                "support_frames": [
+                    round(clip.start_s + shown * 0.3, 3),
+                    round(clip.start_s + shown * 0.7, 3),
+                ],
+                "spans": [[clip.start_s, clip.end_s]],
+                "video_path": video_path,
+                "_type": qtype,
+            }
+        )
     return rows
 
 
-def generate(out_dir: Path, num_videos: int, seed: int = 0, shuffle_choices: bool = False,
-             min_s: float = 4.0, max_s: float = 10.0) -> list[dict]:
+def generate(
+    out_dir: Path,
+    num_videos: int,
+    seed: int = 0,
+    shuffle_choices: bool = False,
+    min_s: float = 4.0,
+    max_s: float = 10.0,
+) -> list[dict]:
     """Write `out_dir/videos/*.mp4`, `out_dir/clips.jsonl` and return the question rows (not yet split)."""
     rng = random.Random(seed)
     rows, clips = [], []
@@ -129,14 +150,19 @@ def generate(out_dir: Path, num_videos: int, seed: int = 0, shuffle_choices: boo
         write_video(out_dir / "videos" / f"{clip.name}.mp4", clip)
         clips.append(asdict(clip))
         rows += make_questions(clip, rng, f"videos/{clip.name}.mp4", shuffle_choices)
-    (out_dir / "clips.jsonl").write_text("".join(json.dumps(c, ensure_ascii=False) + "\n" for c in clips), "utf-8")
+    (out_dir / "clips.jsonl").write_text(
+        "".join(json.dumps(c, ensure_ascii=False) + "\n" for c in clips), "utf-8"
+    )
     return rows
 
 
 def write_roadbuddy(path: Path, rows: list[dict], with_answers: bool = True) -> None:
     """Write rows in RoadBuddy's JSON shape; without answers it is a public-test style file."""
-    keep = ("id", "question", "choices", "answer", "support_frames", "spans", "video_path") if with_answers \
+    keep = (
+        ("id", "question", "choices", "answer", "support_frames", "spans", "video_path")
+        if with_answers
         else ("id", "question", "choices", "video_path")
+    )
     data = [{k: r[k] for k in keep if k in r} for r in rows]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"__count__": len(data), "data": data}, ensure_ascii=False, indent=1), "utf-8")

@@ -69,7 +69,9 @@ def resize_and_crop(frames: torch.Tensor, crop_size: int) -> torch.Tensor:
     height, width = frames.shape[-2:]
     new_h, new_w = resized_hw(height, width, resize_shortest_edge(crop_size))
     if (new_h, new_w) != (height, width):
-        frames = F.interpolate(frames, size=(new_h, new_w), mode="bilinear", antialias=True, align_corners=False)
+        frames = F.interpolate(
+            frames, size=(new_h, new_w), mode="bilinear", antialias=True, align_corners=False
+        )
     top = int((new_h - crop_size) / 2.0)
     left = int((new_w - crop_size) / 2.0)
     return frames[..., top : top + crop_size, left : left + crop_size].contiguous()
@@ -106,7 +108,9 @@ def load_clip(path: Path, num_frames: int, crop_size: int, num_threads: int = 0)
     except VideoError:
         raise
     except Exception as err:  # decord raises its own types for every container/codec failure
-        raise VideoError(f"{path}: cannot decode ({type(err).__name__}: {str(err).splitlines()[0][:200]})") from err
+        raise VideoError(
+            f"{path}: cannot decode ({type(err).__name__}: {str(err).splitlines()[0][:200]})"
+        ) from err
     start = float(stamps[0, 0])
     height, width = pixels.shape[1:3]
     frames = torch.from_numpy(pixels).permute(0, 3, 1, 2)  # (T, 3, H, W)

@@ -29,8 +29,10 @@ class Tiny:
         return [self.num_frames // 2, self.crop_size // 16, self.crop_size // 16, self.video_dim]
 
     def config(self, *overrides: str) -> Config:
-        return load_config("tiny", [f"encoder={self.encoder_dir}", f"llm={self.llm_dir}",
-                                    "extract.decode_workers=0", *overrides])
+        return load_config(
+            "tiny",
+            [f"encoder={self.encoder_dir}", f"llm={self.llm_dir}", "extract.decode_workers=0", *overrides],
+        )
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -50,21 +50,41 @@ def test_every_format_gives_the_same_records(tmp_path: Path, fmt: str) -> None:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))
             writer.writeheader()
             for r in rows:
-                writer.writerow({k: json.dumps(v, ensure_ascii=False) if isinstance(v, list) else v for k, v in r.items()})
+                writer.writerow(
+                    {k: json.dumps(v, ensure_ascii=False) if isinstance(v, list) else v for k, v in r.items()}
+                )
     expected, _ = load_annotations(DATA / "roadbuddy_train_sample.json")
     got, issues = load_annotations(path)
     assert not [i for i in issues if i.level == "error"]
-    assert [(r.id, r.choices, r.answer, r.support_frames, r.video) for r in got] == \
-           [(r.id, r.choices, r.answer, r.support_frames, r.video) for r in expected]
+    assert [(r.id, r.choices, r.answer, r.support_frames, r.video) for r in got] == [
+        (r.id, r.choices, r.answer, r.support_frames, r.video) for r in expected
+    ]
 
 
 def test_text_is_nfc_and_answers_may_be_letters(tmp_path: Path) -> None:
     decomposed = unicodedata.normalize("NFD", "Có biển cấm dừng đỗ không?")
     rows = [
-        {"id": "a", "question": decomposed, "choices": ["A. Có", "B. Không"], "answer": "B", "video_path": "v.mp4"},
-        {"id": "b", "question": "q", "choices": ["Đúng", "Sai", "Không rõ"], "answer": "Sai", "video_path": "v.mp4"},
-        {"id": "c", "question": "q", "choices": [f"{chr(65 + i)}. {t}" for i, t in enumerate("abcdabcd")],
-         "answer": "H. d", "video_path": "v.mp4"},
+        {
+            "id": "a",
+            "question": decomposed,
+            "choices": ["A. Có", "B. Không"],
+            "answer": "B",
+            "video_path": "v.mp4",
+        },
+        {
+            "id": "b",
+            "question": "q",
+            "choices": ["Đúng", "Sai", "Không rõ"],
+            "answer": "Sai",
+            "video_path": "v.mp4",
+        },
+        {
+            "id": "c",
+            "question": "q",
+            "choices": [f"{chr(65 + i)}. {t}" for i, t in enumerate("abcdabcd")],
+            "answer": "H. d",
+            "video_path": "v.mp4",
+        },
     ]
     path = tmp_path / "a.json"
     path.write_text(json.dumps(rows), encoding="utf-8")
@@ -79,21 +99,48 @@ def test_every_bad_row_is_reported_with_its_row_and_id(tmp_path: Path) -> None:
     rows = [
         {"id": "ok", "question": "q", "choices": ["A. x", "B. y"], "answer": "A. x", "video_path": "v.mp4"},
         {"id": "no_q", "choices": ["A. x", "B. y"], "video_path": "v.mp4"},
-        {"id": "bad_answer", "question": "q", "choices": ["A. x", "B. y"], "answer": "C. z", "video_path": "v.mp4"},
+        {
+            "id": "bad_answer",
+            "question": "q",
+            "choices": ["A. x", "B. y"],
+            "answer": "C. z",
+            "video_path": "v.mp4",
+        },
         {"id": "one_choice", "question": "q", "choices": ["A. x"], "video_path": "v.mp4"},
-        {"id": "nan", "question": "q", "choices": ["A. x", "B. y"], "support_frames": [math.nan], "video_path": "v.mp4"},
+        {
+            "id": "nan",
+            "question": "q",
+            "choices": ["A. x", "B. y"],
+            "support_frames": [math.nan],
+            "video_path": "v.mp4",
+        },
         {"id": "ok", "question": "q", "choices": ["A. x", "B. y"], "video_path": "v.mp4"},
         {"question": "no id", "choices": ["A. x", "B. y"], "video_path": "v.mp4"},
         ["not", "an", "object"],
         {"id": "no_video", "question": "q", "choices": ["A. x", "B. y"]},
-        {"id": "bad_span", "question": "q", "choices": ["A. x", "B. y"], "spans": [[3, 1]], "video_path": "v.mp4"},
+        {
+            "id": "bad_span",
+            "question": "q",
+            "choices": ["A. x", "B. y"],
+            "spans": [[3, 1]],
+            "video_path": "v.mp4",
+        },
     ]
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(rows, allow_nan=True), encoding="utf-8")
     records, issues = load_annotations(path)
     errors = {(i.row, i.id) for i in issues if i.level == "error"}
-    assert errors == {(2, "no_q"), (3, "bad_answer"), (4, "one_choice"), (5, "nan"), (6, "ok"), (7, "?"),
-                      (8, "?"), (9, "no_video"), (10, "bad_span")}
+    assert errors == {
+        (2, "no_q"),
+        (3, "bad_answer"),
+        (4, "one_choice"),
+        (5, "nan"),
+        (6, "ok"),
+        (7, "?"),
+        (8, "?"),
+        (9, "no_video"),
+        (10, "bad_span"),
+    }
     with pytest.raises(AnnotationError, match="9 problem"):
         require_valid(path)
 
@@ -108,8 +155,11 @@ def test_unreadable_files_are_one_clear_error(tmp_path: Path, content: bytes) ->
 
 def test_videos_match_by_path_suffix_then_unique_name() -> None:
     records, _ = load_annotations(DATA / "roadbuddy_train_sample.json")
-    keys = ["a1b2c3d4_101_clip_002_0008_0018_Y.mp4", "other/e5f6a7b8_202_clip_001_0000_0009_Y.mp4",
-            "x/e5f6a7b8_202_clip_001_0000_0009_Y.mp4"]
+    keys = [
+        "a1b2c3d4_101_clip_002_0008_0018_Y.mp4",
+        "other/e5f6a7b8_202_clip_001_0000_0009_Y.mp4",
+        "x/e5f6a7b8_202_clip_001_0000_0009_Y.mp4",
+    ]
     issues = match_videos(records, keys)
     assert records[0].key == keys[0]  # the annotation's "train/videos/" prefix is not part of the key
     assert {i.id for i in issues} == {"train_0003", "train_0004"}  # two cached files share that name

@@ -10,7 +10,17 @@ import torch
 
 from mark1.cache import FeatureCache
 from mark1.errors import CheckpointError
-from mark1.metrics import abs_error, hit, iou, match_count, moments, position_windows, predicted_span, summarize, top_moment
+from mark1.metrics import (
+    abs_error,
+    hit,
+    iou,
+    match_count,
+    moments,
+    position_windows,
+    predicted_span,
+    summarize,
+    top_moment,
+)
 from mark1.stages.evaluate import evaluate, predict
 from mark1.stages.infer import Mark1
 
@@ -48,12 +58,36 @@ def test_spans_and_iou() -> None:
 
 def test_summary_hand_computed() -> None:
     rows = [
-        {"pred": 0, "answer": 0, "probs": [0.9, 0.1], "saliency": [0.1, 0.9, 0.2], "times": [1, 3, 5],
-         "support_frames": [3.4], "spans": [[2.0, 4.0]], "duration_s": 6.0},
-        {"pred": 1, "answer": 0, "probs": [0.2, 0.5, 0.3], "saliency": [0.9, 0.1, 0.1], "times": [1, 3, 5],
-         "support_frames": [4.9, 5.2], "spans": [], "duration_s": 6.0},
-        {"pred": 2, "answer": None, "probs": [0.1, 0.2, 0.7], "saliency": [0.2, 0.2, 0.2], "times": [1, 3, 5],
-         "support_frames": [], "spans": [], "duration_s": 6.0},
+        {
+            "pred": 0,
+            "answer": 0,
+            "probs": [0.9, 0.1],
+            "saliency": [0.1, 0.9, 0.2],
+            "times": [1, 3, 5],
+            "support_frames": [3.4],
+            "spans": [[2.0, 4.0]],
+            "duration_s": 6.0,
+        },
+        {
+            "pred": 1,
+            "answer": 0,
+            "probs": [0.2, 0.5, 0.3],
+            "saliency": [0.9, 0.1, 0.1],
+            "times": [1, 3, 5],
+            "support_frames": [4.9, 5.2],
+            "spans": [],
+            "duration_s": 6.0,
+        },
+        {
+            "pred": 2,
+            "answer": None,
+            "probs": [0.1, 0.2, 0.7],
+            "saliency": [0.2, 0.2, 0.2],
+            "times": [1, 3, 5],
+            "support_frames": [],
+            "spans": [],
+            "duration_s": 6.0,
+        },
     ]
     m = summarize(rows)
     assert m["accuracy"] == 0.5 and m["accuracy_by_num_choices"] == {"2": 1.0, "3": 0.0}
@@ -65,7 +99,9 @@ def test_summary_hand_computed() -> None:
 
 
 def test_eval_writes_metrics_and_predictions(trained, tmp_path: Path) -> None:
-    result = evaluate(trained.run_dir / "best", trained.cache_dir, trained.data_dir / "test.json", tmp_path, trained.config)
+    result = evaluate(
+        trained.run_dir / "best", trained.cache_dir, trained.data_dir / "test.json", tmp_path, trained.config
+    )
     metrics = json.loads(result.metrics_path.read_text())
     rows = [json.loads(line) for line in result.predictions_path.read_text().splitlines()]
     assert metrics["questions"] == len(rows) > 0 and 0 <= metrics["accuracy"] <= 1
@@ -76,10 +112,17 @@ def test_eval_writes_metrics_and_predictions(trained, tmp_path: Path) -> None:
 
 def test_predict_answers_every_question_in_order(trained, tmp_path: Path) -> None:
     rows = json.loads((trained.data_dir / "public_test.json").read_text())["data"]
-    rows.insert(1, {"id": "lost", "question": "q?", "choices": ["A. x", "B. y"], "video_path": "videos/gone.mp4"})
+    rows.insert(
+        1, {"id": "lost", "question": "q?", "choices": ["A. x", "B. y"], "video_path": "videos/gone.mp4"}
+    )
     (tmp_path / "test.json").write_text(json.dumps({"data": rows}, ensure_ascii=False))
-    result = predict(trained.run_dir / "best", trained.cache_dir, tmp_path / "test.json", tmp_path / "sub.csv",
-                     trained.config)
+    result = predict(
+        trained.run_dir / "best",
+        trained.cache_dir,
+        tmp_path / "test.json",
+        tmp_path / "sub.csv",
+        trained.config,
+    )
     with open(result.submission_path, newline="") as f:
         table = list(csv.reader(f))
     assert table[0] == ["id", "answer"] and [r[0] for r in table[1:]] == [r["id"] for r in rows]
@@ -93,7 +136,9 @@ def test_infer_features_equal_the_cached_ones_and_it_answers(trained) -> None:
     key = cache.keys()[0]
     clip = model.decode(trained.data_dir / "videos" / key)
     assert torch.equal(model.features(clip), torch.from_numpy(cache[key][0]))
-    result = model.answer(trained.data_dir / "videos" / key, "Biển báo màu gì?", ["A. Đỏ", "B. Xanh lá", "C. Vàng"])
+    result = model.answer(
+        trained.data_dir / "videos" / key, "Biển báo màu gì?", ["A. Đỏ", "B. Xanh lá", "C. Vàng"]
+    )
     assert result.letter in "ABC" and result.answer.startswith(result.letter)
     assert abs(sum(result.probs.values()) - 1) < 1e-4 and len(result.saliency) == len(result.times_s) == 8
     assert set(result.timings_s) == {"decode", "encode", "answer"}
@@ -107,16 +152,37 @@ def test_checkpoint_for_another_encoder_is_refused(trained, tiny, tmp_path: Path
     other, _ = write_tiny_backbones(tmp_path, TinySizes(seed=7, warmup_steps=0))
     cfg = trained.config
     with pytest.raises(CheckpointError, match="encoder_fingerprint"):
-        Mark1.from_pretrained(trained.run_dir / "best", type(cfg).from_dict({**cfg.to_dict(), "encoder": str(other)}))
+        Mark1.from_pretrained(
+            trained.run_dir / "best", type(cfg).from_dict({**cfg.to_dict(), "encoder": str(other)})
+        )
 
 
 def test_infer_cli_json_and_timeline(trained, tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     video = next((trained.data_dir / "videos").glob("*.mp4"))
-    command = [sys.executable, "-m", "mark1", "infer", "--checkpoint", str(trained.run_dir / "best"), "--video",
-               str(video), "--question", "Biển báo nằm ở bên nào?", "--choice", "A. Bên trái", "--choice",
-               "B. Bên phải", "--json", "--encoder", trained.config.encoder, "--llm", trained.config.llm,
-               "--timeline", str(tmp_path / "t.png")]
+    command = [
+        sys.executable,
+        "-m",
+        "mark1",
+        "infer",
+        "--checkpoint",
+        str(trained.run_dir / "best"),
+        "--video",
+        str(video),
+        "--question",
+        "Biển báo nằm ở bên nào?",
+        "--choice",
+        "A. Bên trái",
+        "--choice",
+        "B. Bên phải",
+        "--json",
+        "--encoder",
+        trained.config.encoder,
+        "--llm",
+        trained.config.llm,
+        "--timeline",
+        str(tmp_path / "t.png"),
+    ]
     proc = run(command, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)

@@ -22,8 +22,12 @@ def test_tiny_tokenizer_round_trips_vietnamese_and_has_a_chat_template(tiny) -> 
     tokenizer = load_tokenizer(str(tiny.llm_dir))
     text = "Biển chỉ dẫn cho biết đi thẳng sẽ tới đâu? A. TP. Hồ Chí Minh — Đường Võ Văn Kiệt"
     assert tokenizer.decode(tokenizer(text).input_ids) == text
-    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "hỏi"}], tokenize=False,
-                                           add_generation_prompt=True, enable_thinking=False)
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "hỏi"}],
+        tokenize=False,
+        add_generation_prompt=True,
+        enable_thinking=False,
+    )
     assert prompt == "<|im_start|>user\nhỏi<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
     pad = tokenizer.convert_tokens_to_ids("<|video_pad|>")
     assert tokenizer("<|video_pad|><|video_pad|>").input_ids == [pad, pad]

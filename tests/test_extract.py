@@ -24,7 +24,7 @@ from mark1.video import load_clip, normalize
 
 def _all_features(cache_dir: Path) -> dict[str, np.ndarray]:
     cache = FeatureCache(cache_dir)
-    return {key: cache[key][0] for key in cache.keys()}
+    return {key: cache[key][0] for key in cache}
 
 
 def test_cache_holds_the_encoders_features_and_real_frame_times(tiny, videos: Path, tmp_path: Path) -> None:
@@ -34,7 +34,7 @@ def test_cache_holds_the_encoders_features_and_real_frame_times(tiny, videos: Pa
     cache = FeatureCache(tmp_path / "cache")
     assert len(cache) == 6 and cache.spec.grid == tiny.grid
     encoder = load_encoder(str(tiny.encoder_dir))
-    for key in cache.keys():
+    for key in cache:
         features, frame_times = cache[key]
         clip = load_clip(videos / key, tiny.num_frames, tiny.crop_size)
         with torch.no_grad():
@@ -133,14 +133,19 @@ def test_interrupted_run_resumes_with_every_clip_once(tiny, videos: Path, tmp_pa
     assert all(np.array_equal(expected[k], got[k]) for k in expected)
 
 
-def test_leftover_temp_shard_and_unlisted_shard_are_handled_on_resume(tiny, videos: Path, tmp_path: Path) -> None:
+def test_leftover_temp_shard_and_unlisted_shard_are_handled_on_resume(
+    tiny, videos: Path, tmp_path: Path
+) -> None:
     cache_dir = tmp_path / "cache"
     extract(tiny.config("extract.shard_clips=2"), videos, cache_dir, limit=4)
     shards = sorted((cache_dir / "shards").glob("*.h5"))
     # A crash between shard rename and manifest write leaves a closed shard the manifest does not list;
     # a crash mid-shard leaves a torn temp file.
     manifest = read_manifest(cache_dir)
-    pq.write_table(manifest.filter(pc.not_equal(manifest.column("shard"), shards[-1].name)), cache_dir / "manifest.parquet")
+    pq.write_table(
+        manifest.filter(pc.not_equal(manifest.column("shard"), shards[-1].name)),
+        cache_dir / "manifest.parquet",
+    )
     (cache_dir / "shards" / "r000-000099.h5.tmp").write_bytes(b"\x89HDF torn")
     result = extract(tiny.config("extract.shard_clips=2"), videos, cache_dir)
     assert result.num_skipped == 4 and result.num_extracted == 2  # the unlisted shard's clips were adopted
@@ -152,7 +157,9 @@ def test_leftover_temp_shard_and_unlisted_shard_are_handled_on_resume(tiny, vide
             assert len(f) > 0
 
 
-def test_a_second_writer_is_refused_while_the_first_holds_the_lock(tiny, videos: Path, tmp_path: Path) -> None:
+def test_a_second_writer_is_refused_while_the_first_holds_the_lock(
+    tiny, videos: Path, tmp_path: Path
+) -> None:
     from mark1.cache import CacheWriter
 
     encoder = VideoEncoder(load_encoder(str(tiny.encoder_dir)), tiny.num_frames)
@@ -170,9 +177,26 @@ def test_kill_9_during_extract_then_resume(tiny, videos: Path, tmp_path: Path) -
     cache_dir = tmp_path / "cache"
     for i in range(6):  # more work, so the kill lands mid-run
         shutil.copy(videos / f"clip_{i:04d}.mp4", videos / f"copy_{i}.mp4")
-    command = [sys.executable, "-m", "mark1", "extract", "--videos", str(videos), "--cache", str(cache_dir),
-               "--config", "tiny", "--encoder", str(tiny.encoder_dir), "--decode-workers", "0",
-               "--batch-size", "1", "--set", "extract.shard_clips=2"]
+    command = [
+        sys.executable,
+        "-m",
+        "mark1",
+        "extract",
+        "--videos",
+        str(videos),
+        "--cache",
+        str(cache_dir),
+        "--config",
+        "tiny",
+        "--encoder",
+        str(tiny.encoder_dir),
+        "--decode-workers",
+        "0",
+        "--batch-size",
+        "1",
+        "--set",
+        "extract.shard_clips=2",
+    ]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 60
     while proc.poll() is None and time.time() < deadline and not list(cache_dir.glob("shards/*.h5")):
@@ -184,3 +208,22 @@ def test_kill_9_during_extract_then_resume(tiny, videos: Path, tmp_path: Path) -
     keys = read_manifest(cache_dir).column("key").to_pylist()
     assert len(keys) == len(set(keys)) == 12
     assert len(_all_features(cache_dir)) == 12
+
+
+def test_damaged_shard_is_found_and_only_its_clips_are_extracted_again(
+    tiny, videos: Path, tmp_path: Path
+) -> None:
+    from mark1.cache import damaged_shards
+
+    cache_dir = tmp_path / "cache"
+    extract(tiny.config("extract.shard_clips=2"), videos, cache_dir)
+    reference = _all_features(cache_dir)
+    victim = sorted((cache_dir / "shards").glob("*.h5"))[1]
+    data = victim.read_bytes()
+    victim.write_bytes(data[: len(data) // 2])  # a torn copy, a disk error
+    assert [shard for shard, _ in damaged_shards(cache_dir)] == [victim.name]
+    result = extract(tiny.config("extract.shard_clips=2"), videos, cache_dir)
+    assert (result.num_extracted, result.num_skipped) == (2, 4)
+    assert damaged_shards(cache_dir) == []
+    got = _all_features(cache_dir)
+    assert got.keys() == reference.keys() and all(np.array_equal(got[k], reference[k]) for k in got)

@@ -8,7 +8,9 @@ from mark1.stages.demo import run_demo
 
 
 def _run(tiny, tmp_path: Path, num_videos: int, family: str, *overrides: str) -> dict:
-    result = run_demo(tmp_path, num_videos, family, seed=1, cfg=tiny.config("extract.decode_workers=2", *overrides))
+    result = run_demo(
+        tmp_path, num_videos, family, seed=1, cfg=tiny.config("extract.decode_workers=2", *overrides)
+    )
     return result.eval.metrics
 
 

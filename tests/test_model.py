@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 import torch
 
+from mark1.annotations import QARecord
 from mark1.backbones import load_llm, load_tokenizer
 from mark1.config import ProjectorConfig
 from mark1.data import IGNORE, collate, make_example, saliency_targets
-from mark1.annotations import QARecord
 from mark1.model.connector import VideoQAModel, parse_device_map
 from mark1.model.projector import Projector
 
@@ -14,13 +14,25 @@ from mark1.model.projector import Projector
 def model(tiny) -> VideoQAModel:
     torch.manual_seed(0)
     cfg = tiny.config().projector
-    return VideoQAModel(load_llm(str(tiny.llm_dir)), load_tokenizer(str(tiny.llm_dir)),
-                        Projector(cfg, tiny.video_dim, tiny.llm_dim))
+    return VideoQAModel(
+        load_llm(str(tiny.llm_dir)),
+        load_tokenizer(str(tiny.llm_dir)),
+        Projector(cfg, tiny.video_dim, tiny.llm_dim),
+    )
 
 
 def _record(answer: int = 1, support: list[float] | None = None) -> QARecord:
-    return QARecord("q1", "v.mp4", "Biển báo màu gì?", ["A. Đỏ", "B. Xanh lá", "C. Xanh dương"], answer,
-                    support or [], [], 1, "v.mp4")
+    return QARecord(
+        "q1",
+        "v.mp4",
+        "Biển báo màu gì?",
+        ["A. Đỏ", "B. Xanh lá", "C. Xanh dương"],
+        answer,
+        support or [],
+        [],
+        1,
+        "v.mp4",
+    )
 
 
 @pytest.mark.parametrize("temporal_head", ["scoring", "seed"])
@@ -29,14 +41,21 @@ def test_projector_shapes_follow_the_grid(tiny, temporal_head: str) -> None:
     projector = Projector(cfg, tiny.video_dim, tiny.llm_dim)
     t, h, w, d = tiny.grid
     for frames in (t, 2 * t):  # the scoring head works for any T'
-        out = projector(torch.randn(2, frames, h, w, d), torch.randn(2, 5, tiny.llm_dim), torch.ones(2, 5, dtype=torch.bool))
+        out = projector(
+            torch.randn(2, frames, h, w, d),
+            torch.randn(2, 5, tiny.llm_dim),
+            torch.ones(2, 5, dtype=torch.bool),
+        )
         assert out.soft_tokens.shape == (2, cfg.num_visual_queries, tiny.llm_dim)
         assert out.saliency_logits.shape == (2, frames)
 
 
 def test_question_padding_does_not_change_the_output(tiny) -> None:
-    projector = Projector(ProjectorConfig(hidden_size=32, num_heads=4, intermediate_size=64, dropout=0.0),
-                          tiny.video_dim, tiny.llm_dim).eval()
+    projector = Projector(
+        ProjectorConfig(hidden_size=32, num_heads=4, intermediate_size=64, dropout=0.0),
+        tiny.video_dim,
+        tiny.llm_dim,
+    ).eval()
     video, words = torch.randn(1, *tiny.grid), torch.randn(1, 5, tiny.llm_dim)
     short = projector(video, words, torch.ones(1, 5, dtype=torch.bool))
     padded_words = torch.cat([words, torch.randn(1, 3, tiny.llm_dim)], dim=1)
@@ -64,7 +83,7 @@ def test_only_answer_tokens_are_labelled(model: VideoQAModel) -> None:
     example = make_example(_record(answer=2), model.tokenizer, model.num_video_tokens, np.arange(8.0), 0.5)
     labelled = [t for t in example.labels if t != IGNORE]
     assert model.tokenizer.decode(labelled) == "C. Xanh dương<|im_end|>"
-    assert example.input_ids[-len(labelled):] == labelled
+    assert example.input_ids[-len(labelled) :] == labelled
     assert "Biển báo màu gì?" in model.tokenizer.decode(example.question_ids)
 
 
@@ -77,14 +96,19 @@ def test_saliency_targets_come_from_seconds() -> None:
 
 
 def test_gradients_reach_the_projector_and_never_the_llm(model: VideoQAModel, tiny) -> None:
-    example = make_example(_record(support=[1.0]), model.tokenizer, model.num_video_tokens, np.arange(8.0), 0.5)
+    example = make_example(
+        _record(support=[1.0]), model.tokenizer, model.num_video_tokens, np.arange(8.0), 0.5
+    )
     batch = collate([(np.random.randn(*tiny.grid).astype(np.float16), example)] * 2)
     out = model.loss(batch, lambda_temp=2.0, pos_weight=10.0)
     out.total.backward()
     assert torch.isfinite(out.total) and out.saliency > 0
     assert all(p.grad is None for p in model.llm.parameters())
-    assert all(p.grad is not None for p in model.projector.parameters() if p.requires_grad and p.dim() > 1
-               and not p is model.projector.time_pos.weight)
+    assert all(
+        p.grad is not None
+        for p in model.projector.parameters()
+        if p.requires_grad and p.dim() > 1 and p is not model.projector.time_pos.weight
+    )
 
 
 def test_kv_cache_scoring_equals_rerunning_the_prompt(model: VideoQAModel, tiny) -> None:
@@ -102,7 +126,10 @@ def test_free_text_generation_returns_text(model: VideoQAModel, tiny) -> None:
 
 
 def test_device_map_parsing() -> None:
-    assert parse_device_map("projector=cpu,llm=cpu") == {"projector": torch.device("cpu"), "llm": torch.device("cpu")}
+    assert parse_device_map("projector=cpu,llm=cpu") == {
+        "projector": torch.device("cpu"),
+        "llm": torch.device("cpu"),
+    }
     from mark1.errors import ConfigError
 
     with pytest.raises(ConfigError, match="does not place llm"):

@@ -27,7 +27,9 @@ def test_a_run_writes_best_last_and_metrics(trained) -> None:
         meta = json.loads((ckpt / "config.json").read_text())
         assert meta["llm"] == trained.config.llm and meta["encoder"] == trained.config.encoder
         assert meta["cache"]["grid"] == [8, 4, 4, 64] and meta["prompt_format"]
-        assert (ckpt / "projector.safetensors").stat().st_size < 5_000_000  # the projector only, never backbones
+        assert (
+            ckpt / "projector.safetensors"
+        ).stat().st_size < 5_000_000  # the projector only, never backbones
         assert not any(k.startswith("llm") for k in load_file(ckpt / "projector.safetensors"))
     lines = [json.loads(line) for line in (trained.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert {line["kind"] for line in lines} == {"train", "eval"}
@@ -37,8 +39,13 @@ def test_a_run_writes_best_last_and_metrics(trained) -> None:
 def test_training_lowers_the_loss(tiny, small, tmp_path: Path) -> None:
     data_dir, cache_dir = small
     losses: list[float] = []
-    train(tiny.config("train.epochs=6", "train.val_fraction=0", "train.batch_size=4"), cache_dir,
-          data_dir / "train.json", tmp_path / "run", on_step=lambda step, total, loss: losses.append(loss))
+    train(
+        tiny.config("train.epochs=6", "train.val_fraction=0", "train.batch_size=4"),
+        cache_dir,
+        data_dir / "train.json",
+        tmp_path / "run",
+        on_step=lambda step, total, loss: losses.append(loss),
+    )
     assert len(losses) == 6 * 3
     assert sum(losses[-3:]) / 3 < 0.85 * sum(losses[:3]) / 3
 
@@ -49,14 +56,21 @@ def test_training_needs_no_videos(tiny, tmp_path: Path, sign_videos) -> None:
     make_data(tmp_path / "data", 6, "visual", seed=3)
     extract(tiny.config(), tmp_path / "data" / "videos", tmp_path / "cache")
     shutil.rmtree(tmp_path / "data" / "videos")  # stage two reads the cache only
-    result = train(tiny.config("train.epochs=1"), tmp_path / "cache", tmp_path / "data" / "train.json", tmp_path / "run")
+    result = train(
+        tiny.config("train.epochs=1"), tmp_path / "cache", tmp_path / "data" / "train.json", tmp_path / "run"
+    )
     assert result.steps >= 1 and (tmp_path / "run" / "last" / "projector.safetensors").is_file()
 
 
 def test_killed_run_resumes_to_the_same_weights(tiny, small, tmp_path: Path) -> None:
     data_dir, cache_dir = small
-    cfg = tiny.config("train.epochs=2", "train.val_fraction=0", "train.batch_size=4", "train.save_every=2",
-                      "projector.dropout=0.1")
+    cfg = tiny.config(
+        "train.epochs=2",
+        "train.val_fraction=0",
+        "train.batch_size=4",
+        "train.save_every=2",
+        "projector.dropout=0.1",
+    )
     train(cfg, cache_dir, data_dir / "train.json", tmp_path / "straight")
 
     def die_at_step_5(step: int, total: int, loss: float) -> None:
@@ -73,7 +87,9 @@ def test_killed_run_resumes_to_the_same_weights(tiny, small, tmp_path: Path) -> 
     resumed = load_file(tmp_path / "resumed" / "last" / "projector.safetensors")
     assert straight.keys() == resumed.keys()
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
-    steps = [json.loads(line)["step"] for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
+    steps = [
+        json.loads(line)["step"] for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
+    ]
     assert steps == sorted(steps) and len(steps) == len(set(steps))
 
 
@@ -92,7 +108,13 @@ def test_resume_on_a_cache_of_another_config_is_refused(tiny, trained, small, tm
     extract(tiny.config("video.pool=2"), data_dir / "videos", tmp_path / "pooled")
     shutil.copytree(trained.run_dir, tmp_path / "run")
     with pytest.raises(CheckpointError, match="pool"):
-        train(tiny.config("video.pool=2"), tmp_path / "pooled", data_dir / "train.json", tmp_path / "run", resume=True)
+        train(
+            tiny.config("video.pool=2"),
+            tmp_path / "pooled",
+            data_dir / "train.json",
+            tmp_path / "run",
+            resume=True,
+        )
 
 
 def test_split_keeps_each_video_on_one_side(trained) -> None:

@@ -29,7 +29,9 @@ def test_resize_and_crop_is_the_uint8_antialiased_resize_then_center_crop() -> N
     frames = torch.randint(0, 256, (2, 3, 300, 411), dtype=torch.uint8)
     out = resize_and_crop(frames, 256)
     assert out.shape == (2, 3, 256, 256) and out.dtype == torch.uint8
-    resized = F.interpolate(frames.float(), size=(292, 400), mode="bilinear", antialias=True, align_corners=False)
+    resized = F.interpolate(
+        frames.float(), size=(292, 400), mode="bilinear", antialias=True, align_corners=False
+    )
     top, left = int((292 - 256) / 2.0), int((400 - 256) / 2.0)  # 18, 72
     expected = resized.round().clamp(0, 255)[..., top : top + 256, left : left + 256]
     # uint8 and float kernels round differently by at most one grey level; an offset error would be far larger

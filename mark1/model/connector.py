@@ -17,6 +17,7 @@ from mark1.errors import ConfigError
 from mark1.model.projector import Projector, ProjectorOutput
 from mark1.prompt import VIDEO_TOKEN, answer_text, build_prompt, question_text
 
+
 @dataclass
 class LossOutput:
     total: torch.Tensor
@@ -49,7 +50,9 @@ def parse_device_map(spec: str) -> dict[str, torch.device]:
     if missing:
         raise ConfigError(f"device map {spec!r} does not place {', '.join(sorted(missing))}")
     for device in placement.values():
-        if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        if device.type == "cuda" and (
+            not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()
+        ):
             raise ConfigError(f"device map {spec!r} names {device}, which this machine does not have")
     return placement
 
@@ -57,8 +60,13 @@ def parse_device_map(spec: str) -> dict[str, torch.device]:
 class VideoQAModel(torch.nn.Module):
     """Frozen LLM (eval, no weight gradients) + trainable projector; gradients flow through the LLM to soft tokens."""
 
-    def __init__(self, llm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, projector: Projector,
-                 projector_device: torch.device | None = None) -> None:
+    def __init__(
+        self,
+        llm: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        projector: Projector,
+        projector_device: torch.device | None = None,
+    ) -> None:
         super().__init__()
         self.llm = llm.eval().requires_grad_(False)
         self.tokenizer = tokenizer
@@ -67,8 +75,10 @@ class VideoQAModel(torch.nn.Module):
         if self.video_token_id is None or self.video_token_id == tokenizer.unk_token_id:
             raise ConfigError(f"the LLM's tokenizer has no {VIDEO_TOKEN} token for the video placeholder")
         if projector.llm_dim != llm.config.hidden_size:
-            raise ConfigError(f"projector was built for an LLM of width {projector.llm_dim}, "
-                              f"{llm.config.name_or_path} has {llm.config.hidden_size}")
+            raise ConfigError(
+                f"projector was built for an LLM of width {projector.llm_dim}, "
+                f"{llm.config.name_or_path} has {llm.config.hidden_size}"
+            )
 
     @classmethod
     def load(cls, cfg: Config, video_dim: int, projector: Projector | None = None) -> VideoQAModel:
@@ -100,13 +110,16 @@ class VideoQAModel(torch.nn.Module):
         # T4 has no bf16: fp16 autocast on CUDA (with a GradScaler in training), plain fp32 on CPU.
         return torch.autocast("cuda", dtype=torch.float16, enabled=self.llm_device.type == "cuda")
 
-    def project(self, features: torch.Tensor, question_ids: torch.Tensor,
-                question_mask: torch.Tensor) -> ProjectorOutput:
+    def project(
+        self, features: torch.Tensor, question_ids: torch.Tensor, question_mask: torch.Tensor
+    ) -> ProjectorOutput:
         """Run the projector on (B, T', H', W', D) features and the question's frozen LLM embeddings."""
         with torch.no_grad():
             words = self.llm.get_input_embeddings()(question_ids.to(self.llm_device))
         dev = self.projector_device
-        return self.projector(features.to(dev, torch.float32), words.to(dev, torch.float32), question_mask.to(dev))
+        return self.projector(
+            features.to(dev, torch.float32), words.to(dev, torch.float32), question_mask.to(dev)
+        )
 
     def embed_prompt(self, input_ids: torch.Tensor, soft_tokens: torch.Tensor) -> torch.Tensor:
         """LLaVA-style splice: the soft tokens replace the embeddings of the VIDEO_TOKEN placeholders."""
@@ -116,8 +129,10 @@ class VideoQAModel(torch.nn.Module):
         placeholders = input_ids == self.video_token_id
         per_row = placeholders.sum(dim=1)
         if not torch.all(per_row == soft_tokens.shape[1]):
-            raise ValueError(f"prompt has {per_row.tolist()} video placeholders, projector gives "
-                             f"{soft_tokens.shape[1]} soft tokens per row")
+            raise ValueError(
+                f"prompt has {per_row.tolist()} video placeholders, projector gives "
+                f"{soft_tokens.shape[1]} soft tokens per row"
+            )
         soft = soft_tokens.to(self.llm_device, embeds.dtype)
         return embeds.masked_scatter(placeholders.unsqueeze(-1), soft)
 
@@ -127,8 +142,9 @@ class VideoQAModel(torch.nn.Module):
         embeds = self.embed_prompt(batch.input_ids, out.soft_tokens)
         labels = batch.labels.to(self.llm_device)
         with self._autocast():
-            hidden = self.llm.get_decoder()(inputs_embeds=embeds,
-                                            attention_mask=batch.attention_mask.to(self.llm_device)).last_hidden_state
+            hidden = self.llm.get_decoder()(
+                inputs_embeds=embeds, attention_mask=batch.attention_mask.to(self.llm_device)
+            ).last_hidden_state
             # Logits only where the loss needs them: the answer positions, not the whole vocabulary x sequence.
             targets = labels[:, 1:]
             picked = hidden[:, :-1][targets != IGNORE]
@@ -140,26 +156,31 @@ class VideoQAModel(torch.nn.Module):
         if has.any():
             target = batch.saliency_target.to(self.projector_device)[has]
             weight = torch.tensor(pos_weight, device=self.projector_device)
-            saliency = F.binary_cross_entropy_with_logits(out.saliency_logits[has].float(), target, pos_weight=weight)
+            saliency = F.binary_cross_entropy_with_logits(
+                out.saliency_logits[has].float(), target, pos_weight=weight
+            )
         return LossOutput(answer + lambda_temp * saliency, answer.detach(), saliency.detach())
 
     def encode_text(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False).input_ids
 
     @torch.no_grad()
-    def answer(self, features: torch.Tensor, question: str, choices: list[str],
-               reuse_prompt: bool = True) -> Answer:
+    def answer(
+        self, features: torch.Tensor, question: str, choices: list[str], reuse_prompt: bool = True
+    ) -> Answer:
         """Rank the choices by the LLM's log-likelihood of each choice's text after the shared prompt.
 
         features: (T', H', W', D). With `reuse_prompt` the prompt runs once and its KV cache serves every
         choice (batched); without, the prompt is re-run per choice (the benchmark's baseline).
         """
         out = self._project_one(features, question, choices)
-        prompt_ids = torch.tensor([self.encode_text(build_prompt(self.tokenizer, question, choices,
-                                                                 self.num_video_tokens))])
+        prompt_ids = torch.tensor(
+            [self.encode_text(build_prompt(self.tokenizer, question, choices, self.num_video_tokens))]
+        )
         prompt = self.embed_prompt(prompt_ids, out.soft_tokens)  # (1, P, D)
-        logprobs = self.choice_logprobs(prompt, [self.encode_text(answer_text(self.tokenizer, c)) for c in choices],
-                                        reuse_prompt)
+        logprobs = self.choice_logprobs(
+            prompt, [self.encode_text(answer_text(self.tokenizer, c)) for c in choices], reuse_prompt
+        )
         probs = torch.softmax(logprobs, dim=0)
         return Answer(int(probs.argmax()), probs.tolist(), torch.sigmoid(out.saliency_logits[0]).tolist())
 
@@ -167,19 +188,27 @@ class VideoQAModel(torch.nn.Module):
         ids = torch.tensor([self.encode_text(question_text(question, choices))])
         return self.project(features[None], ids, torch.ones_like(ids, dtype=torch.bool))
 
-    def choice_logprobs(self, prompt: torch.Tensor, choices: list[list[int]], reuse_prompt: bool = True) -> torch.Tensor:
+    def choice_logprobs(
+        self, prompt: torch.Tensor, choices: list[list[int]], reuse_prompt: bool = True
+    ) -> torch.Tensor:
         """Summed log-probability of each token sequence in `choices` after `prompt` (1, P, D) → (n,)."""
         n, longest = len(choices), max(len(c) for c in choices)
         pad = self.tokenizer.pad_token_id or 0
-        ids = torch.tensor([c + [pad] * (longest - len(c)) for c in choices], device=self.llm_device)  # (n, Lc)
-        valid = torch.tensor([[1] * len(c) + [0] * (longest - len(c)) for c in choices], device=self.llm_device)
+        ids = torch.tensor(
+            [c + [pad] * (longest - len(c)) for c in choices], device=self.llm_device
+        )  # (n, Lc)
+        valid = torch.tensor(
+            [[1] * len(c) + [0] * (longest - len(c)) for c in choices], device=self.llm_device
+        )
         decoder = self.llm.get_decoder()
         with self._autocast():
             if reuse_prompt:
                 first = decoder(inputs_embeds=prompt, use_cache=True)
                 cache = first.past_key_values
                 cache.batch_repeat_interleave(n)
-                with warnings.catch_warnings():  # newer transformers call it `cache`; the old name works everywhere
+                with (
+                    warnings.catch_warnings()
+                ):  # newer transformers call it `cache`; the old name works everywhere
                     warnings.filterwarnings("ignore", message=".*past_key_values.*", category=FutureWarning)
                     # Right padding: a choice's real tokens never attend to the pads after them (causal).
                     rest = decoder(input_ids=ids, past_key_values=cache).last_hidden_state  # (n, Lc, D)
@@ -192,16 +221,24 @@ class VideoQAModel(torch.nn.Module):
         return (token_logprobs * valid).sum(dim=1)
 
     @torch.no_grad()
-    def generate(self, features: torch.Tensor, question: str, max_new_tokens: int = 64) -> tuple[str, list[float]]:
+    def generate(
+        self, features: torch.Tensor, question: str, max_new_tokens: int = 64
+    ) -> tuple[str, list[float]]:
         """Free-text answer (no choices) with the KV cache; also returns the saliency."""
         out = self._project_one(features, question, [])
-        prompt_ids = torch.tensor([self.encode_text(build_prompt(self.tokenizer, question, [], self.num_video_tokens))])
+        prompt_ids = torch.tensor(
+            [self.encode_text(build_prompt(self.tokenizer, question, [], self.num_video_tokens))]
+        )
         embeds = self.embed_prompt(prompt_ids, out.soft_tokens)
         with self._autocast():
-            tokens = self.llm.generate(inputs_embeds=embeds, attention_mask=torch.ones(embeds.shape[:2],
-                                       dtype=torch.long, device=self.llm_device), max_new_tokens=max_new_tokens,
-                                       do_sample=False, pad_token_id=self.tokenizer.pad_token_id,
-                                       eos_token_id=self.tokenizer.eos_token_id)
+            tokens = self.llm.generate(
+                inputs_embeds=embeds,
+                attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long, device=self.llm_device),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=self.tokenizer.pad_token_id,
+                eos_token_id=self.tokenizer.eos_token_id,
+            )
         text = self.tokenizer.decode(tokens[0], skip_special_tokens=True)
         return text.strip(), torch.sigmoid(out.saliency_logits[0]).tolist()
 

@@ -41,14 +41,20 @@ class CrossAttentionBlock(nn.Module):
         self.q, self.kv, self.out = nn.Linear(dim, dim), nn.Linear(dim, 2 * dim), nn.Linear(dim, dim)
         self.mlp = _mlp(dim, mlp_dim, dim, dropout)
 
-    def forward(self, queries: torch.Tensor, tokens: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, queries: torch.Tensor, tokens: torch.Tensor, bias: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """queries (B, N, D), tokens (B, M, D), optional additive attention bias (B, M) → (B, N, D)."""
         b, n, d = queries.shape
         heads = self.num_heads
         q = self.q(self.norm_q(queries)).view(b, n, heads, d // heads).transpose(1, 2)  # (B, h, N, hd)
-        k, v = self.kv(self.norm_kv(tokens)).view(b, -1, 2, heads, d // heads).permute(2, 0, 3, 1, 4)  # (B, h, M, hd)
+        k, v = (
+            self.kv(self.norm_kv(tokens)).view(b, -1, 2, heads, d // heads).permute(2, 0, 3, 1, 4)
+        )  # (B, h, M, hd)
         mask = None if bias is None else bias[:, None, None, :].to(q.dtype)  # (B, 1, 1, M)
-        attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
+        attn = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
+        )
         queries = queries + self.out(attn.transpose(1, 2).reshape(b, n, d))
         return queries + self.mlp(self.norm_mlp(queries))
 
@@ -73,12 +79,21 @@ class Projector(nn.Module):
         self.time_pos = nn.Embedding(cfg.max_temporal_positions, dim)
         self.row_pos = nn.Embedding(cfg.max_spatial_positions, dim)
         self.col_pos = nn.Embedding(cfg.max_spatial_positions, dim)
-        self.queries = nn.Parameter(torch.randn(cfg.num_visual_queries + cfg.num_temporal_queries, dim) * 0.02)
+        self.queries = nn.Parameter(
+            torch.randn(cfg.num_visual_queries + cfg.num_temporal_queries, dim) * 0.02
+        )
         self.cross = CrossAttentionBlock(dim, cfg.num_heads, cfg.intermediate_size, cfg.dropout)
         self.question_in = nn.Linear(llm_dim, dim)
         self.segment = nn.Embedding(2, dim)  # BERT's token types: 0 = query, 1 = question
-        layer = nn.TransformerEncoderLayer(dim, cfg.num_heads, cfg.intermediate_size, cfg.dropout,
-                                           activation="gelu", batch_first=True, norm_first=True)
+        layer = nn.TransformerEncoderLayer(
+            dim,
+            cfg.num_heads,
+            cfg.intermediate_size,
+            cfg.dropout,
+            activation="gelu",
+            batch_first=True,
+            norm_first=True,
+        )
         self.fusion = nn.TransformerEncoder(layer, cfg.num_fusion_layers, enable_nested_tensor=False)
         self.fusion_norm = nn.LayerNorm(dim)
         self.soft_head = _mlp(dim, llm_dim, llm_dim)
@@ -92,17 +107,25 @@ class Projector(nn.Module):
         for emb in (self.time_pos, self.row_pos, self.col_pos, self.segment):
             nn.init.normal_(emb.weight, std=0.02)
 
-    def forward(self, video: torch.Tensor, question: torch.Tensor, question_mask: torch.Tensor) -> ProjectorOutput:
+    def forward(
+        self, video: torch.Tensor, question: torch.Tensor, question_mask: torch.Tensor
+    ) -> ProjectorOutput:
         """video (B, T', H', W', video_dim); question (B, L, llm_dim) embeddings; question_mask (B, L) True = token."""
         b, t, h, w, _ = video.shape
         cfg = self.cfg
         if t > cfg.max_temporal_positions or max(h, w) > cfg.max_spatial_positions:
-            raise ValueError(f"feature grid {t}x{h}x{w} exceeds the projector's position tables "
-                             f"({cfg.max_temporal_positions} x {cfg.max_spatial_positions})")
+            raise ValueError(
+                f"feature grid {t}x{h}x{w} exceeds the projector's position tables "
+                f"({cfg.max_temporal_positions} x {cfg.max_spatial_positions})"
+            )
         dev = video.device
         x = self.video_in(video)  # (B, T', H', W', D)
-        x = x + self.time_pos(torch.arange(t, device=dev))[:, None, None] \
-            + self.row_pos(torch.arange(h, device=dev))[:, None] + self.col_pos(torch.arange(w, device=dev))
+        x = (
+            x
+            + self.time_pos(torch.arange(t, device=dev))[:, None, None]
+            + self.row_pos(torch.arange(h, device=dev))[:, None]
+            + self.col_pos(torch.arange(w, device=dev))
+        )
         queries = self.cross(self.queries.expand(b, -1, -1), x.flatten(1, 3))  # (B, Nv + Nt, D)
         words = self.question_in(question)  # (B, L, D)
         sequence = torch.cat([queries + self.segment.weight[0], words + self.segment.weight[1]], dim=1)
@@ -131,7 +154,9 @@ class Projector(nn.Module):
     def save(self, directory: Path) -> None:
         """projector.safetensors + projector.json (its config and widths); a few MB, never the backbones."""
         directory.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}, directory / WEIGHTS_FILE)
+        save_file(
+            {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}, directory / WEIGHTS_FILE
+        )
         meta = {"projector": asdict(self.cfg), "video_dim": self.video_dim, "llm_dim": self.llm_dim}
         (directory / "projector.json").write_text(json.dumps(meta, indent=2))
 

@@ -36,16 +36,24 @@ class DemoResult:
 def make_data(data_dir: Path, num_videos: int, family: str, seed: int, test_share: float = 0.2) -> None:
     """Generated clips and their questions, split by video: train.json, test.json, public_test.json."""
     rows = generate(data_dir, num_videos, seed=seed, shuffle_choices=FAMILIES[family])
-    test_videos = {f"videos/clip_{i:04d}.mp4" for i in range(num_videos - max(1, round(num_videos * test_share)),
-                                                            num_videos)}
+    test_videos = {
+        f"videos/clip_{i:04d}.mp4"
+        for i in range(num_videos - max(1, round(num_videos * test_share)), num_videos)
+    }
     write_roadbuddy(data_dir / "train.json", [r for r in rows if r["video_path"] not in test_videos])
     test = [r for r in rows if r["video_path"] in test_videos]
     write_roadbuddy(data_dir / "test.json", test)
     write_roadbuddy(data_dir / "public_test.json", test, with_answers=False)
 
 
-def run_demo(out_dir: Path, num_videos: int = 120, family: str = "visual", seed: int = 0, cfg: Config | None = None,
-             progress: Callable[[str, str], AbstractContextManager] | None = None) -> DemoResult:
+def run_demo(
+    out_dir: Path,
+    num_videos: int = 120,
+    family: str = "visual",
+    seed: int = 0,
+    cfg: Config | None = None,
+    progress: Callable[[str, str], AbstractContextManager] | None = None,
+) -> DemoResult:
     """Run every stage on generated data; `progress(name, unit)` yields an `update(done, total)` callback."""
     progress = progress or (lambda name, unit: nullcontext(None))
     cfg = cfg or load_config("tiny")
@@ -58,11 +66,16 @@ def run_demo(out_dir: Path, num_videos: int = 120, family: str = "visual", seed:
     run_dir = out_dir / "run"
     resume = (run_dir / "last").exists()
     with progress("train", "steps") as update:
-        trained = train(cfg, out_dir / "cache", data_dir / "train.json", run_dir, resume=resume, on_step=update)
+        trained = train(
+            cfg, out_dir / "cache", data_dir / "train.json", run_dir, resume=resume, on_step=update
+        )
     with progress("eval", "questions") as update:
-        scored = evaluate(run_dir / "best", out_dir / "cache", data_dir / "test.json", out_dir / "eval", cfg,
-                          on_item=update)
-    predict(run_dir / "best", out_dir / "cache", data_dir / "public_test.json", out_dir / "submission.csv", cfg)
+        scored = evaluate(
+            run_dir / "best", out_dir / "cache", data_dir / "test.json", out_dir / "eval", cfg, on_item=update
+        )
+    predict(
+        run_dir / "best", out_dir / "cache", data_dir / "public_test.json", out_dir / "submission.csv", cfg
+    )
     question = json.loads((data_dir / "test.json").read_text(encoding="utf-8"))["data"][0]
     video = data_dir / question["video_path"]
     model = Mark1.from_pretrained(run_dir / "best", cfg)

@@ -37,8 +37,12 @@ class PredictResult:
     num_fallback: int  # questions whose video is not in the cache: answered "A" and counted
 
 
-def score_records(model: VideoQAModel, cache: FeatureCache, records: list[QARecord],
-                  on_item: Callable[[int, int], None] | None = None) -> list[dict]:
+def score_records(
+    model: VideoQAModel,
+    cache: FeatureCache,
+    records: list[QARecord],
+    on_item: Callable[[int, int], None] | None = None,
+) -> list[dict]:
     """One prediction row per record (the records' `key` must be set): choice probabilities and saliency."""
     was_training = model.projector.training
     model.train(False)
@@ -48,21 +52,26 @@ def score_records(model: VideoQAModel, cache: FeatureCache, records: list[QAReco
             features, _ = cache[record.key]
             times = cache.position_times(record.key).tolist()
             answer = model.answer(torch.from_numpy(features), record.question, record.choices)
-            rows.append({
-                "id": record.id,
-                "video": record.key,
-                "pred": answer.index,
-                "letter": record.choices[answer.index][0],
-                "probs": [round(p, 6) for p in answer.probs],
-                "answer": record.answer,
-                "correct": None if record.answer is None else answer.index == record.answer,
-                "moments": [{"time_s": round(t, 3), "score": round(s, 4)} for t, s in moments(answer.saliency, times)],
-                "saliency": [round(s, 5) for s in answer.saliency],
-                "times": [round(t, 4) for t in times],
-                "duration_s": cache.row(record.key)["duration_s"],
-                "support_frames": record.support_frames,
-                "spans": [list(s) for s in record.spans],
-            })
+            rows.append(
+                {
+                    "id": record.id,
+                    "video": record.key,
+                    "pred": answer.index,
+                    "letter": record.choices[answer.index][0],
+                    "probs": [round(p, 6) for p in answer.probs],
+                    "answer": record.answer,
+                    "correct": None if record.answer is None else answer.index == record.answer,
+                    "moments": [
+                        {"time_s": round(t, 3), "score": round(s, 4)}
+                        for t, s in moments(answer.saliency, times)
+                    ],
+                    "saliency": [round(s, 5) for s in answer.saliency],
+                    "times": [round(t, 4) for t in times],
+                    "duration_s": cache.row(record.key)["duration_s"],
+                    "support_frames": record.support_frames,
+                    "spans": [list(s) for s in record.spans],
+                }
+            )
             if on_item is not None:
                 on_item(i + 1, len(records))
     finally:
@@ -83,9 +92,15 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
 
 
-def evaluate(checkpoint: Path, cache_dir: Path, annotations: Path, out_dir: Path | None = None,
-             cfg: Config | None = None, model: VideoQAModel | None = None,
-             on_item: Callable[[int, int], None] | None = None) -> EvalResult:
+def evaluate(
+    checkpoint: Path,
+    cache_dir: Path,
+    annotations: Path,
+    out_dir: Path | None = None,
+    cfg: Config | None = None,
+    model: VideoQAModel | None = None,
+    on_item: Callable[[int, int], None] | None = None,
+) -> EvalResult:
     """Accuracy (overall, by number of choices) and temporal metrics; writes metrics.json + predictions.jsonl."""
     cache = FeatureCache(cache_dir)
     records = require_valid(annotations, cache)
@@ -102,8 +117,14 @@ def evaluate(checkpoint: Path, cache_dir: Path, annotations: Path, out_dir: Path
     return EvalResult(metrics, out_dir / "metrics.json", out_dir / "predictions.jsonl")
 
 
-def predict(checkpoint: Path, cache_dir: Path, annotations: Path, submission: Path,
-            cfg: Config | None = None, on_item: Callable[[int, int], None] | None = None) -> PredictResult:
+def predict(
+    checkpoint: Path,
+    cache_dir: Path,
+    annotations: Path,
+    submission: Path,
+    cfg: Config | None = None,
+    on_item: Callable[[int, int], None] | None = None,
+) -> PredictResult:
     """Answer every question (no answers needed): `id,answer` letters in input order + predictions.jsonl.
 
     A question whose video is missing from the cache (e.g. it failed to extract) still gets a row: the
@@ -116,10 +137,15 @@ def predict(checkpoint: Path, cache_dir: Path, annotations: Path, submission: Pa
         raise AnnotationError(f"{annotations}: {len(errors)} problem(s): " + "; ".join(map(str, errors[:5])))
     unmatched = {i.row for i in match_videos(records, cache.keys())}
     model = load_for_scoring(checkpoint, cache, cfg)
-    scored = {r["id"]: r for r in score_records(model, cache, [r for r in records if r.row not in unmatched], on_item)}
+    scored = {
+        r["id"]: r
+        for r in score_records(model, cache, [r for r in records if r.row not in unmatched], on_item)
+    }
     for record in records:
         if record.row in unmatched:
-            log.warning("row %d (id %s): video %s not in the cache; answering A", record.row, record.id, record.video)
+            log.warning(
+                "row %d (id %s): video %s not in the cache; answering A", record.row, record.id, record.video
+            )
     submission.parent.mkdir(parents=True, exist_ok=True)
     with open(submission, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)

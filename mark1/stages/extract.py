@@ -43,8 +43,15 @@ class DecodedVideo:
 class _DecodeDataset(Dataset):
     """Decodes one video per item; a failure becomes a value, never an exception, so the run goes on."""
 
-    def __init__(self, videos: list[tuple[str, Path]], num_frames: int, crop_size: int, num_threads: int) -> None:
-        self.videos, self.num_frames, self.crop_size, self.num_threads = videos, num_frames, crop_size, num_threads
+    def __init__(
+        self, videos: list[tuple[str, Path]], num_frames: int, crop_size: int, num_threads: int
+    ) -> None:
+        self.videos, self.num_frames, self.crop_size, self.num_threads = (
+            videos,
+            num_frames,
+            crop_size,
+            num_threads,
+        )
 
     def __len__(self) -> int:
         return len(self.videos)
@@ -71,12 +78,20 @@ def list_videos(videos_dir: Path, limit: int | None = None) -> list[tuple[str, P
     return [(video_key(p, videos_dir), p) for p in paths[:limit]]
 
 
-def decode_loader(videos: list[tuple[str, Path]], num_frames: int, crop_size: int, workers: int) -> DataLoader:
+def decode_loader(
+    videos: list[tuple[str, Path]], num_frames: int, crop_size: int, workers: int
+) -> DataLoader:
     """Decoded videos in order, `workers` processes ahead of the consumer so decoding overlaps encoding."""
     threads = max(1, (os.cpu_count() or 1) // max(1, workers))  # decord threads per worker: share the cores
     dataset = _DecodeDataset(videos, num_frames, crop_size, threads)
-    return DataLoader(dataset, batch_size=None, num_workers=workers, collate_fn=_identity,
-                      prefetch_factor=4 if workers else None, worker_init_fn=_one_torch_thread)
+    return DataLoader(
+        dataset,
+        batch_size=None,
+        num_workers=workers,
+        collate_fn=_identity,
+        prefetch_factor=4 if workers else None,
+        worker_init_fn=_one_torch_thread,
+    )
 
 
 def _one_torch_thread(worker_id: int) -> None:
@@ -110,10 +125,14 @@ def extract(
     def encode_batch() -> None:
         frames = torch.stack([item.clip.frames for item in batch])  # (B, T, 3, crop, crop) uint8
         features = encoder(frames).to("cpu", torch.float16).numpy()
-        for item, feats in zip(batch, features):
-            meta = {name: getattr(item.clip, name) for name in
-                    ("duration_s", "fps", "num_source_frames", "width", "height")}
-            writer.add(item.key, np.ascontiguousarray(feats), {**meta, "frame_times_s": item.clip.frame_times_s})
+        for item, feats in zip(batch, features, strict=True):
+            meta = {
+                name: getattr(item.clip, name)
+                for name in ("duration_s", "fps", "num_source_frames", "width", "height")
+            }
+            writer.add(
+                item.key, np.ascontiguousarray(feats), {**meta, "frame_times_s": item.clip.frame_times_s}
+            )
         result.num_extracted += len(batch)
         batch.clear()
 
@@ -139,4 +158,3 @@ def extract(
         writer.close()
     result.seconds = time.perf_counter() - start
     return result
-

@@ -44,7 +44,9 @@ class Mark1:
         meta = read_meta(checkpoint)
         cfg = cfg or load_config_of(checkpoint)
         placement = parse_device_map(cfg.train.device_map)
-        encoder_device = placement.get("encoder", torch.device("cuda:0" if torch.cuda.is_available() else "cpu"))
+        encoder_device = placement.get(
+            "encoder", torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+        )
         encoder = VideoEncoder.load(cfg, encoder_device)
         spec = encoder.spec()
         check_cache(meta, spec, checkpoint)  # the encoder must give the features the projector was trained on
@@ -59,8 +61,9 @@ class Mark1:
     def decode(self, video: Path) -> Clip:
         return load_clip(Path(video), self.spec.num_frames, self.spec.crop_size)
 
-    def answer(self, video: Path | str, question: str, choices: list[str] | None = None,
-               max_new_tokens: int = 64) -> InferResult:
+    def answer(
+        self, video: Path | str, question: str, choices: list[str] | None = None, max_new_tokens: int = 64
+    ) -> InferResult:
         """Answer one question about one video; with choices, rank them; without, generate free text."""
         t0 = time.perf_counter()
         clip = self.decode(Path(video))
@@ -73,14 +76,16 @@ class Mark1:
             out = self.model.answer(features, question, choices)
             letters = [LETTERS[i] for i in range(len(choices))]
             text, letter = choices[out.index], letters[out.index]
-            probs, saliency = dict(zip(letters, out.probs)), out.saliency
+            probs, saliency = dict(zip(letters, out.probs, strict=True)), out.saliency
         else:
             text, saliency = self.model.generate(features, question, max_new_tokens)
             letter, probs = None, {}
         t3 = time.perf_counter()
         found = [{"time_s": round(t, 3), "score": round(s, 4)} for t, s in moments(saliency, times)]
         timings = {"decode": t1 - t0, "encode": t2 - t1, "answer": t3 - t2}
-        return InferResult(text, letter, probs, found, saliency, times, {k: round(v, 4) for k, v in timings.items()})
+        return InferResult(
+            text, letter, probs, found, saliency, times, {k: round(v, 4) for k, v in timings.items()}
+        )
 
 
 def save_timeline(result: InferResult, clip: Clip, path: Path) -> None:

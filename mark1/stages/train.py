@@ -39,7 +39,9 @@ class TrainResult:
     seconds: float
 
 
-def split_by_video(records: list[QARecord], fraction: float, seed: int) -> tuple[list[QARecord], list[QARecord]]:
+def split_by_video(
+    records: list[QARecord], fraction: float, seed: int
+) -> tuple[list[QARecord], list[QARecord]]:
     """Hold out whole videos, so no clip is seen by both splits."""
     videos = sorted({r.key for r in records})
     if fraction <= 0 or len(videos) < 2:
@@ -125,7 +127,9 @@ def train(
         state = load_state(last_dir)
         projector = load_projector(last_dir)
     elif last_dir.exists() or (out_dir / "last.old").exists():
-        raise ConfigError(f"{out_dir} already holds a run; pass --resume to continue it, or choose another --out")
+        raise ConfigError(
+            f"{out_dir} already holds a run; pass --resume to continue it, or choose another --out"
+        )
     else:
         torch.manual_seed(tc.seed)
         projector = None
@@ -133,8 +137,12 @@ def train(
         model = VideoQAModel.load(cfg, cache.spec.grid[-1], projector=projector)
     elif projector is not None:
         model.projector.load_state_dict(projector.state_dict())
-    log.info("train %d questions, val %d; projector %.2f M parameters", len(train_records), len(val_records),
-             model.projector.num_parameters() / 1e6)
+    log.info(
+        "train %d questions, val %d; projector %.2f M parameters",
+        len(train_records),
+        len(val_records),
+        model.projector.num_parameters() / 1e6,
+    )
 
     dataset = QADataset(train_records, cache, model.tokenizer, model.num_video_tokens, tc.saliency_radius_s)
     batches_per_epoch = math.ceil(len(dataset) / tc.batch_size)
@@ -153,13 +161,20 @@ def train(
         _set_rng_state(state["rng"])
         progress = state["progress"]
         if progress["step"] > total_steps:
-            raise CheckpointError(f"{last_dir} is at step {progress['step']}, past this config's {total_steps} steps")
+            raise CheckpointError(
+                f"{last_dir} is at step {progress['step']}, past this config's {total_steps} steps"
+            )
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics_log = MetricsLog(out_dir / "metrics.jsonl", progress["step"] if state is not None else None)
 
     def save(directory: Path, metrics: dict | None = None) -> None:
-        training_state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                          "scaler": scaler.state_dict(), "rng": _rng_state(), "progress": dict(progress)}
+        training_state = {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(),
+            "rng": _rng_state(),
+            "progress": dict(progress),
+        }
         save_checkpoint(directory, model.projector, cfg, cache.spec, training_state, metrics)
 
     def validate() -> dict:
@@ -177,9 +192,14 @@ def train(
         order = epoch_order(len(dataset), tc.seed, progress["epoch"])[progress["batch"] * tc.batch_size :]
         # Its own generator: a DataLoader draws a seed when iterated, which would shift the global RNG
         # (dropout) by one draw on resume.
-        loader = DataLoader(dataset, batch_size=tc.batch_size, sampler=order, num_workers=tc.num_workers,
-                            collate_fn=partial(collate, pad_id=model.tokenizer.pad_token_id or 0),
-                            generator=torch.Generator().manual_seed(tc.seed))
+        loader = DataLoader(
+            dataset,
+            batch_size=tc.batch_size,
+            sampler=order,
+            num_workers=tc.num_workers,
+            collate_fn=partial(collate, pad_id=model.tokenizer.pad_token_id or 0),
+            generator=torch.Generator().manual_seed(tc.seed),
+        )
         for batch in loader:
             out = model.loss(batch, tc.lambda_temp, tc.pos_weight)
             progress["batch"] += 1
@@ -205,9 +225,16 @@ def train(
             if on_step is not None:
                 on_step(step, total_steps, loss_value)
             if step % tc.log_every == 0 or step == total_steps:
-                metrics_log.write(kind="train", step=step, epoch=progress["epoch"], loss=loss_value,
-                                  answer_loss=out.answer.item(), saliency_loss=out.saliency.item(),
-                                  lr=scheduler.get_last_lr()[0], skipped=progress["skipped"])
+                metrics_log.write(
+                    kind="train",
+                    step=step,
+                    epoch=progress["epoch"],
+                    loss=loss_value,
+                    answer_loss=out.answer.item(),
+                    saliency_loss=out.saliency.item(),
+                    lr=scheduler.get_last_lr()[0],
+                    skipped=progress["skipped"],
+                )
             if tc.eval_every and step % tc.eval_every == 0:
                 _keep_best(validate(), progress, save, best_dir)
             if tc.save_every and step % tc.save_every == 0:
@@ -218,11 +245,19 @@ def train(
         _keep_best(metrics, progress, save, best_dir, always=not val_records)
         save(last_dir, metrics)
     model.train(False)
-    return TrainResult(out_dir, progress["step"], loss_value, progress["best_accuracy"], progress["skipped"],
-                       time.perf_counter() - start_time)
+    return TrainResult(
+        out_dir,
+        progress["step"],
+        loss_value,
+        progress["best_accuracy"],
+        progress["skipped"],
+        time.perf_counter() - start_time,
+    )
 
 
-def _keep_best(metrics: dict, progress: dict, save: Callable[..., None], best_dir: Path, always: bool = False) -> None:
+def _keep_best(
+    metrics: dict, progress: dict, save: Callable[..., None], best_dir: Path, always: bool = False
+) -> None:
     """best/ holds the best validation (accuracy, then hit@1) so far, the later one on ties; without a
     validation set, the latest epoch."""
     score = [metrics.get("accuracy", 0.0), metrics.get("hit@1_1s", 0.0)]

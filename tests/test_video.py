@@ -84,3 +84,50 @@ def test_the_sign_is_visible_after_preprocessing(tmp_path: Path) -> None:
     right, left = frames[0, :, 20:35, 40:60], frames[0, :, 20:35, 4:24]
     assert right[0].mean() > 150 and right[1].mean() < 90  # red disc on the right survives the crop
     assert left[0].mean() < 150
+
+
+def _write(path: Path, frames: int, width: int, height: int, pix_fmt: str = "yuv420p") -> None:
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+        for i in range(frames):
+            image = np.full((height, width, 3), (i * 20) % 255, np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+
+
+@pytest.mark.parametrize(
+    ("name", "frames", "width", "height", "pix_fmt"),
+    [
+        ("single frame.mp4", 1, 160, 96, "yuv420p"),
+        ("năm khung hình.mp4", 5, 160, 96, "yuv420p"),  # fewer frames than sampled: repeated, in order
+        ("gray.mp4", 20, 160, 96, "gray"),
+        ("odd.mkv", 20, 162, 98, "yuv420p"),
+        ("portrait.mp4", 20, 96, 160, "yuv420p"),
+    ],
+)
+def test_awkward_videos_decode_to_the_encoder_shape(
+    tmp_path: Path, name: str, frames: int, width: int, height: int, pix_fmt: str
+) -> None:
+    _write(tmp_path / name, frames, width, height, pix_fmt)
+    clip = load_clip(tmp_path / name, 16, 64)
+    assert clip.frames.shape == (16, 3, 64, 64) and clip.num_source_frames == frames
+    assert np.all(np.diff(clip.frame_times_s) >= 0) and clip.duration_s == pytest.approx(frames / 25, abs=1e-3)
+
+
+def test_audio_only_file_is_a_video_error(tmp_path: Path) -> None:
+    import av
+
+    from mark1.errors import VideoError
+
+    with av.open(str(tmp_path / "audio.mp4"), "w") as container:
+        stream = container.add_stream("aac", rate=44100)
+        for i in range(10):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = 44100, i * 1024
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    with pytest.raises(VideoError, match="audio.mp4"):
+        load_clip(tmp_path / "audio.mp4", 16, 64)

@@ -6,10 +6,13 @@ Writes are crash-safe: a shard is written under a temp name, fsynced and renamed
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -362,48 +365,69 @@ class CacheWriter:
             row[name] = [float(v) for v in value] if name == "frame_times_s" else value.item()
         return row
 
+    @contextmanager
+    def _disk(self, doing: str) -> Iterator[None]:
+        """A full disk or failing drive: drop the open shard, keep everything committed, say how to resume."""
+        try:
+            yield
+        except (OSError, RuntimeError) as err:  # h5py reports write errors as either
+            if self._file is not None:
+                with contextlib.suppress(OSError, RuntimeError):
+                    self._file.close()
+                Path(self._file_path).unlink(missing_ok=True)
+                self._file, self._pending, self._pending_bytes = None, [], 0
+            raise CacheError(
+                f"cannot {doing} in {self.path} ({err}); every clip listed in its manifest is kept: "
+                "free disk space and run `mark1 extract` again to resume"
+            ) from err
+
     def add(self, key: str, features: np.ndarray, meta: dict[str, Any]) -> None:
         """Append one clip's features [T',H',W',D] (float16) and its metadata (CLIP_FIELDS) to the open shard."""
         if list(features.shape) != self.spec.grid or features.dtype != np.float16:
             raise ValueError(
                 f"{key}: features {features.shape} {features.dtype}, cache expects {self.spec.grid} float16"
             )
-        if self._file is None:
-            self._open_shard()
-        name = f"clip_{len(self._pending):06d}"
-        ds = self._file.create_dataset(name, data=features, chunks=features.shape)  # chunk = one whole clip
-        ds.attrs["key"] = key
-        for field_name in CLIP_FIELDS:
-            ds.attrs[field_name] = meta[field_name]
-        self._pending.append(self._row(self._shard_name, name, dict(ds.attrs)))
+        with self._disk(f"write {key}"):
+            if self._file is None:
+                self._open_shard()
+            name = f"clip_{len(self._pending):06d}"
+            ds = self._file.create_dataset(
+                name, data=features, chunks=features.shape
+            )  # chunk = one whole clip
+            ds.attrs["key"] = key
+            for field_name in CLIP_FIELDS:
+                ds.attrs[field_name] = meta[field_name]
+            self._pending.append(self._row(self._shard_name, name, dict(ds.attrs)))
         self._pending_bytes += features.nbytes
         if len(self._pending) >= self.shard_clips or self._pending_bytes >= self.shard_bytes:
             self.flush()
 
     def add_failure(self, key: str, error: str) -> None:
         self.failures[key] = error
-        self._write_failures()
+        with self._disk("record a failed video"):
+            self._write_failures()
 
     def _open_shard(self) -> None:
         taken = [
             int(p.name.split("-")[1].split(".")[0]) for p in self.shard_dir.glob(f"r{self.rank:03d}-*.h5*")
         ]
         self._shard_name = f"r{self.rank:03d}-{max(taken, default=-1) + 1:06d}.h5"
-        self._file = h5py.File(self.shard_dir / (self._shard_name + ".tmp"), "w")
+        self._file_path = self.shard_dir / (self._shard_name + ".tmp")
+        self._file = h5py.File(self._file_path, "w")
 
     def flush(self) -> None:
         """Close the open shard durably (fsync + rename) and list its clips in the manifest."""
         if self._file is None:
             return
-        tmp = Path(self._file.filename)
-        self._file.close()
-        self._file = None
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, self.shard_dir / self._shard_name)
-        _fsync_dir(self.shard_dir)
-        self._commit_rows(self._pending)
-        self._pending, self._pending_bytes = [], 0
+        with self._disk(f"close shard {self._shard_name}"):
+            self._file.close()
+            with open(self._file_path, "rb+") as f:
+                os.fsync(f.fileno())
+            self._file = None
+            os.replace(self._file_path, self.shard_dir / self._shard_name)
+            _fsync_dir(self.shard_dir)
+            self._commit_rows(self._pending)
+            self._pending, self._pending_bytes = [], 0
 
     def _commit_rows(self, rows: list[dict[str, Any]]) -> None:
         new = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
@@ -423,5 +447,7 @@ class CacheWriter:
         _write_atomic(self.path / FAILURES_FILE, lines.encode())
 
     def close(self) -> None:
-        self.flush()
-        self._lock.close()
+        try:
+            self.flush()
+        finally:
+            self._lock.close()

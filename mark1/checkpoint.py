@@ -36,6 +36,30 @@ def save_checkpoint(
     """Write projector weights, config.json (backbones, cache fingerprint, prompt format) and training state."""
     tmp = directory.with_name(directory.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        _write(tmp, projector, cfg, spec, state, metrics)
+    except (OSError, RuntimeError) as err:  # a full disk (torch.save reports it as RuntimeError): old one untouched
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointError(
+            f"cannot write checkpoint {directory} ({err}); the previous one there is intact: free disk space "
+            "and continue with --resume"
+        ) from err
+    old = directory.with_name(directory.name + ".old")
+    if directory.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        directory.rename(old)
+    tmp.rename(directory)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _write(
+    tmp: Path,
+    projector: Projector,
+    cfg: Config,
+    spec: CacheSpec,
+    state: dict[str, Any] | None,
+    metrics: dict[str, Any] | None,
+) -> None:
     projector.save(tmp)
     meta = {
         "format": CHECKPOINT_FORMAT,
@@ -50,12 +74,6 @@ def save_checkpoint(
     (tmp / "config.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False))
     if state is not None:
         torch.save(state, tmp / STATE_FILE)
-    old = directory.with_name(directory.name + ".old")
-    if directory.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        directory.rename(old)
-    tmp.rename(directory)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _resolve(directory: Path) -> Path:

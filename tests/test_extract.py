@@ -227,3 +227,30 @@ def test_damaged_shard_is_found_and_only_its_clips_are_extracted_again(
     assert damaged_shards(cache_dir) == []
     got = _all_features(cache_dir)
     assert got.keys() == reference.keys() and all(np.array_equal(got[k], reference[k]) for k in got)
+
+
+def test_full_disk_during_extract_is_a_clear_error_and_the_cache_stays_valid(
+    tiny, videos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from mark1.cache import damaged_shards
+
+    cache_dir = tmp_path / "cache"
+    real = h5py.Group.create_dataset
+    calls = {"n": 0}
+
+    def fill_up(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(h5py.Group, "create_dataset", fill_up)
+    with pytest.raises(CacheError, match="No space left on device.*run `mark1 extract` again"):
+        extract(tiny.config("extract.shard_clips=2", "extract.batch_size=1"), videos, cache_dir)
+    monkeypatch.undo()
+    assert len(FeatureCache(cache_dir)) == 2 and damaged_shards(cache_dir) == []
+    assert not list((cache_dir / "shards").glob("*.tmp"))
+    result = extract(tiny.config("extract.shard_clips=2"), videos, cache_dir)
+    assert (result.num_skipped, result.num_extracted) == (2, 4)

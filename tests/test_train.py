@@ -133,3 +133,33 @@ def test_schedule_and_epoch_order() -> None:
     assert factor(55) == pytest.approx(0.5, abs=0.02) and factor(100) == pytest.approx(0.0)
     assert epoch_order(10, 0, 1) == epoch_order(10, 0, 1) != epoch_order(10, 0, 2)
     assert sorted(epoch_order(10, 0, 3)) == list(range(10))
+
+
+def test_full_disk_while_checkpointing_keeps_the_last_good_checkpoint(
+    tiny, small, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from mark1 import checkpoint
+
+    data_dir, cache_dir = small
+    cfg = tiny.config("train.epochs=2", "train.val_fraction=0", "train.batch_size=4", "train.save_every=2")
+    real_save, calls = torch.save, {"n": 0}
+
+    def fill_up(obj, path, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint.torch, "save", fill_up)
+    with pytest.raises(CheckpointError, match="previous one there is intact"):
+        train(cfg, cache_dir, data_dir / "train.json", tmp_path / "run")
+    monkeypatch.undo()
+    from mark1.checkpoint import load_projector, load_state
+
+    assert load_state(tmp_path / "run" / "last")["progress"]["step"] == 2  # the save before the failed one
+    load_projector(tmp_path / "run" / "last")
+    assert not (tmp_path / "run" / "last.tmp").exists()
+    result = train(cfg, cache_dir, data_dir / "train.json", tmp_path / "run", resume=True)
+    assert result.steps == 6

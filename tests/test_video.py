@@ -114,7 +114,9 @@ def test_awkward_videos_decode_to_the_encoder_shape(
     _write(tmp_path / name, frames, width, height, pix_fmt)
     clip = load_clip(tmp_path / name, 16, 64)
     assert clip.frames.shape == (16, 3, 64, 64) and clip.num_source_frames == frames
-    assert np.all(np.diff(clip.frame_times_s) >= 0) and clip.duration_s == pytest.approx(frames / 25, abs=1e-3)
+    assert np.all(np.diff(clip.frame_times_s) >= 0) and clip.duration_s == pytest.approx(
+        frames / 25, abs=1e-3
+    )
 
 
 def test_audio_only_file_is_a_video_error(tmp_path: Path) -> None:

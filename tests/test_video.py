@@ -133,3 +133,25 @@ def test_audio_only_file_is_a_video_error(tmp_path: Path) -> None:
         container.mux(stream.encode())
     with pytest.raises(VideoError, match="audio.mp4"):
         load_clip(tmp_path / "audio.mp4", 16, 64)
+
+
+def test_variable_frame_rate_times_come_from_each_frames_timestamp(tmp_path: Path) -> None:
+    from fractions import Fraction
+
+    import av
+
+    path = tmp_path / "vfr.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 160, 96, "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 1000)
+        pts = 0
+        for i in range(40):  # 20 frames 20 ms apart, then 20 frames 80 ms apart
+            frame = av.VideoFrame.from_ndarray(np.full((96, 160, 3), i * 5, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = pts, Fraction(1, 1000)
+            pts += 20 if i < 20 else 80
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    clip = load_clip(path, 8, 64)
+    # frames 2, 7, ..., 37 (uniform in frame index), at their real presentation times
+    assert np.allclose(clip.frame_times_s, [0.04, 0.14, 0.24, 0.34, 0.56, 0.96, 1.36, 1.76], atol=1e-3)

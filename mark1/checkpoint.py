@@ -38,7 +38,10 @@ def save_checkpoint(
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         _write(tmp, projector, cfg, spec, state, metrics)
-    except (OSError, RuntimeError) as err:  # a full disk (torch.save reports it as RuntimeError): old one untouched
+    except (
+        OSError,
+        RuntimeError,
+    ) as err:  # a full disk (torch.save reports it as RuntimeError): old one untouched
         shutil.rmtree(tmp, ignore_errors=True)
         raise CheckpointError(
             f"cannot write checkpoint {directory} ({err}); the previous one there is intact: free disk space "

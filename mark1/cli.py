@@ -23,7 +23,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from mark1.config import Config, expand_path, load_config, mark1_home
+from mark1.config import Config, load_config, mark1_home
 from mark1.errors import Mark1Error
 
 app = typer.Typer(
@@ -51,11 +51,20 @@ EncoderOpt = Annotated[
 LlmOpt = Annotated[str | None, typer.Option("--llm", help="LLM: hub id or local directory.")]
 
 
-def build_config(config: str | None, sets: list[str] | None, **flags: object) -> Config:
-    """Config file, then --set overrides, then explicit flags (`section.key` → value; None = not given)."""
+def build_config(
+    config: str | None, sets: list[str] | None, base: Config | None = None, **flags: object
+) -> Config:
+    """--config (else `base`, else the defaults), then --set overrides, then explicit flags
+    (`section.key` → value; None = not given)."""
     overrides = list(sets or [])
     overrides += [f"{key}={json.dumps(value)}" for key, value in flags.items() if value is not None]
-    return load_config(config, overrides)
+    return load_config(config, overrides, base=None if config else base)
+
+
+def checkpoint_config(checkpoint: Path) -> Config:
+    from mark1.checkpoint import load_config_of
+
+    return load_config_of(checkpoint)
 
 
 @contextmanager
@@ -231,9 +240,11 @@ def train(
     """Stage two: train the projector on cached features (no encoder, no video decoding)."""
     from mark1.stages.train import train as run_train
 
+    # A resumed run keeps the config it started with, unless --config says otherwise; flags apply on top.
     cfg = build_config(
         config,
         set_,
+        base=checkpoint_config(out / "last") if resume else None,
         llm=llm,
         **{
             "train.val_fraction": val_fraction,
@@ -243,10 +254,6 @@ def train(
             "train.device_map": device_map,
         },
     )
-    if resume and not config:  # a resumed run keeps the config it started with, unless told otherwise
-        from mark1.checkpoint import load_config_of
-
-        cfg = load_config_of(out / "last")
     table = Table("step", "epoch", "accuracy", "hit@1 1s", "mIoU", title="validation")
 
     def on_eval(step: int, metrics: dict) -> None:
@@ -293,7 +300,9 @@ def eval_(
     """Score a checkpoint: accuracy (overall, by number of choices) and temporal grounding metrics."""
     from mark1.stages.evaluate import evaluate
 
-    cfg = _checkpoint_config(checkpoint, config, llm=llm, device_map=device_map)
+    cfg = build_config(
+        config, None, checkpoint_config(checkpoint), llm=llm, **{"train.device_map": device_map}
+    )
     with progress_bar("eval", unit="questions") as update:
         result = evaluate(checkpoint, cache, annotations, out, cfg=cfg, on_item=update)
     print_metrics(result.metrics, f"eval {annotations.name}")
@@ -314,7 +323,9 @@ def predict(
     """Answer every question of a file: submission.csv (id,answer letter) + predictions.jsonl."""
     from mark1.stages.evaluate import predict as run_predict
 
-    cfg = _checkpoint_config(checkpoint, config, llm=llm, device_map=device_map)
+    cfg = build_config(
+        config, None, checkpoint_config(checkpoint), llm=llm, **{"train.device_map": device_map}
+    )
     with progress_bar("predict", unit="questions") as update:
         result = run_predict(checkpoint, cache, annotations, out, cfg=cfg, on_item=update)
     console.print(
@@ -348,7 +359,14 @@ def infer(
     """One video, one question, one pass: decode, encode, project, answer, and point at the moments."""
     from mark1.stages.infer import Mark1, save_timeline
 
-    cfg = _checkpoint_config(checkpoint, config, encoder=encoder, llm=llm, device_map=device_map)
+    cfg = build_config(
+        config,
+        None,
+        checkpoint_config(checkpoint),
+        encoder=encoder,
+        llm=llm,
+        **{"train.device_map": device_map},
+    )
     model = Mark1.from_pretrained(checkpoint, cfg)
     result = model.answer(video, question, choice or None, max_new_tokens)
     if timeline is not None:
@@ -364,21 +382,6 @@ def infer(
     out_console.print("timings: " + ", ".join(f"{k} {v:.3f} s" for k, v in result.timings_s.items()))
     if timeline is not None:
         out_console.print(f"timeline: {timeline}")
-
-
-def _checkpoint_config(checkpoint: Path, config: str | None, **flags: str | None) -> Config:
-    """The checkpoint's own config (or --config), with backbone / device-map flags on top."""
-    from mark1.checkpoint import load_config_of
-
-    cfg = load_config(config) if config else load_config_of(checkpoint)
-    for name, value in flags.items():
-        if value is None:
-            continue
-        if name == "device_map":
-            cfg.train.device_map = value
-        else:
-            setattr(cfg, name, expand_path(value))
-    return cfg
 
 
 @app.command()

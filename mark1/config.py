@@ -138,10 +138,13 @@ def resolve_config_path(name: str | Path) -> Path:
     raise ConfigError(f"config file {str(name)!r} not found; give a YAML path or one of: {available}")
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Read a YAML config (or the defaults), apply `section.key=value` overrides, expand env vars in paths."""
-    data: dict[str, Any] = {}
-    source = "defaults"
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None, base: Config | None = None
+) -> Config:
+    """Read a YAML config (or start from `base`, or the defaults), apply `section.key=value` overrides,
+    expand env vars in model paths."""
+    data: dict[str, Any] = base.to_dict() if base is not None else {}
+    source = "checkpoint config" if base is not None else "defaults"
     if path is not None:
         file = resolve_config_path(path)
         source = str(file)

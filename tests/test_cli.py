@@ -72,3 +72,79 @@ def test_cache_info_reports_clips_and_grid(tiny, videos: Path, tmp_path: Path) -
     result = runner.invoke(app, ["cache", "info", str(tmp_path / "cache")])
     assert result.exit_code == 0
     assert "clips" in result.output and "[8, 4, 4, 64]" in result.output
+
+
+def test_validate_reports_rows_and_exit_codes(tmp_path: Path) -> None:
+    data = Path(__file__).parent / "data"
+    ok = runner.invoke(app, ["validate", str(data / "roadbuddy_train_sample.json")])
+    assert ok.exit_code == 0 and "4 questions" in ok.output and "warning" in ok.output
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "x", "question": "q", "choices": ["A. a"], "video_path": "v.mp4"}\n')
+    result = runner.invoke(app, ["validate", str(bad)])
+    assert result.exit_code == 1 and "row 1 (id x)" in result.output
+
+
+def test_train_resume_eval_predict_through_the_cli(trained, tmp_path: Path) -> None:
+    common = ["--cache", str(trained.cache_dir), "--config", "tiny", "--llm", trained.config.llm]
+    run_dir = tmp_path / "run"
+    first = runner.invoke(
+        app,
+        [
+            "train",
+            *common,
+            "--annotations",
+            str(trained.data_dir / "train.json"),
+            "--out",
+            str(run_dir),
+            "--epochs",
+            "1",
+        ],
+    )
+    assert first.exit_code == 0, first.output
+    resumed = runner.invoke(
+        app,
+        [
+            "train",
+            "--cache",
+            str(trained.cache_dir),
+            "--annotations",
+            str(trained.data_dir / "train.json"),
+            "--out",
+            str(run_dir),
+            "--resume",
+            "--epochs",
+            "2",
+        ],
+    )
+    assert resumed.exit_code == 0, resumed.output
+    from mark1.checkpoint import load_state
+
+    assert (
+        load_state(run_dir / "last")["progress"]["epoch"] == 2
+    )  # --epochs applied on top of the run's config
+    ckpt = ["--checkpoint", str(run_dir / "best"), "--cache", str(trained.cache_dir)]
+    scored = runner.invoke(
+        app,
+        [
+            "eval",
+            *ckpt,
+            "--annotations",
+            str(trained.data_dir / "test.json"),
+            "--out",
+            str(tmp_path / "eval"),
+        ],
+    )
+    assert scored.exit_code == 0 and (tmp_path / "eval" / "metrics.json").is_file()
+    predicted = runner.invoke(
+        app,
+        [
+            "predict",
+            *ckpt,
+            "--annotations",
+            str(trained.data_dir / "public_test.json"),
+            "--out",
+            str(tmp_path / "submission.csv"),
+        ],
+    )
+    assert predicted.exit_code == 0
+    assert (tmp_path / "submission.csv").read_text().splitlines()[0] == "id,answer"

@@ -4,6 +4,7 @@ from mark1.cache import FeatureCache
 from mark1.config import Config, load_config
 from mark1.errors import Mark1Error
 from mark1.stages.extract import extract
+from mark1.stages.infer import Mark1
 
-__all__ = ["Config", "FeatureCache", "Mark1Error", "extract", "load_config"]
+__all__ = ["Config", "FeatureCache", "Mark1", "Mark1Error", "extract", "load_config"]
 __version__ = "0.1.0"

@@ -16,8 +16,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from mark1.errors import AnnotationError
+from mark1.prompt import LETTERS
 
-LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 KNOWN_KEYS = {"id", "question", "choices", "answer", "support_frames", "spans", "video_path", "video"}
 _CHOICE = re.compile(r"^\s*([A-Z])\s*[.)]\s*(.*)$", re.DOTALL)
 

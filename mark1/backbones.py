@@ -27,7 +27,6 @@ from mark1.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 # Special tokens of Qwen3's tokenizer that Mark-1's prompt uses; the tiny tokenizer carries the same ones.
 SPECIAL_TOKENS = [
     "<|endoftext|>",
@@ -141,7 +140,7 @@ def _warmup_example(
     rng: random.Random, tokenizer: PreTrainedTokenizerBase, num_slots: int
 ) -> tuple[list[int], list[int]]:
     """One generated question in Mark-1's prompt format whose video region holds the answer's letter."""
-    from mark1.prompt import VIDEO_TOKEN, answer_text, build_prompt
+    from mark1.prompt import LETTERS, VIDEO_TOKEN, answer_text, build_prompt
 
     words = lambda lo, hi: " ".join(rng.choice(_WORDS) for _ in range(rng.randint(lo, hi)))  # noqa: E731
     texts = list(dict.fromkeys(words(1, 3) for _ in range(rng.choice((2, 2, 3, 4, 4, 5)))))

@@ -117,10 +117,6 @@ class CacheSpec:
         except (json.JSONDecodeError, TypeError) as err:
             raise CacheError(f"{path} is damaged ({err}); re-extract into a new cache directory") from err
 
-    @property
-    def num_positions(self) -> int:
-        return self.grid[0]
-
 
 def position_times(frame_times_s: np.ndarray | list[float], tubelet_size: int) -> np.ndarray:
     """Time in seconds of each temporal position: the mean time of the frames its tubelet covers."""

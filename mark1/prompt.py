@@ -6,6 +6,7 @@ from transformers import PreTrainedTokenizerBase
 
 PROMPT_FORMAT = "mark1-chat-v1"  # stored in checkpoints; bump when the text below changes
 VIDEO_TOKEN, VISION_START, VISION_END = "<|video_pad|>", "<|vision_start|>", "<|vision_end|>"
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"  # choice labels, by position
 INSTRUCTION = "Answer with the letter and the text of the correct choice."
 
 

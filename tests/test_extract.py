@@ -1,10 +1,6 @@
 import json
 import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import h5py
@@ -170,44 +166,6 @@ def test_a_second_writer_is_refused_while_the_first_holds_the_lock(
     finally:
         first.close()
     CacheWriter(tmp_path / "cache", encoder.spec()).close()
-
-
-def test_kill_9_during_extract_then_resume(tiny, videos: Path, tmp_path: Path) -> None:
-    """A real `mark1 extract` killed with SIGKILL once it has closed a shard; the rerun completes the cache."""
-    cache_dir = tmp_path / "cache"
-    for i in range(6):  # more work, so the kill lands mid-run
-        shutil.copy(videos / f"clip_{i:04d}.mp4", videos / f"copy_{i}.mp4")
-    command = [
-        sys.executable,
-        "-m",
-        "mark1",
-        "extract",
-        "--videos",
-        str(videos),
-        "--cache",
-        str(cache_dir),
-        "--config",
-        "tiny",
-        "--encoder",
-        str(tiny.encoder_dir),
-        "--decode-workers",
-        "0",
-        "--batch-size",
-        "1",
-        "--set",
-        "extract.shard_clips=2",
-    ]
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 60
-    while proc.poll() is None and time.time() < deadline and not list(cache_dir.glob("shards/*.h5")):
-        time.sleep(0.05)
-    assert proc.poll() is None, "extract finished before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    keys = read_manifest(cache_dir).column("key").to_pylist()
-    assert len(keys) == len(set(keys)) == 12
-    assert len(_all_features(cache_dir)) == 12
 
 
 def test_damaged_shard_is_found_and_only_its_clips_are_extracted_again(

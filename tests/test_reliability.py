@@ -110,6 +110,22 @@ def _extract_command(videos: Path, cache_dir: Path, tiny) -> list[str]:
     ]
 
 
+def test_kill_9_once_a_shard_is_closed_then_resume(tiny, videos: Path, tmp_path: Path) -> None:
+    cache_dir = tmp_path / "cache"
+    proc = subprocess.Popen(
+        _extract_command(videos, cache_dir, tiny), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.time() + 60
+    while proc.poll() is None and time.time() < deadline and not list(cache_dir.glob("shards/*.h5")):
+        time.sleep(0.05)
+    assert proc.poll() is None, "extract finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    subprocess.run(_extract_command(videos, cache_dir, tiny), check=True, capture_output=True)
+    keys = read_manifest(cache_dir).column("key").to_pylist()
+    assert len(keys) == len(set(keys)) == 6 and damaged_shards(cache_dir) == []
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("trial", range(4))
 def test_kill_9_at_random_moments_then_resume(tiny, videos: Path, tmp_path: Path, trial: int) -> None:

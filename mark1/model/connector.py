@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -241,6 +240,3 @@ class VideoQAModel(torch.nn.Module):
             )
         text = self.tokenizer.decode(tokens[0], skip_special_tokens=True)
         return text.strip(), torch.sigmoid(out.saliency_logits[0]).tolist()
-
-    def save_projector(self, directory: Path) -> None:
-        self.projector.save(directory)

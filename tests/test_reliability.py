@@ -162,3 +162,58 @@ def test_ctrl_c_keeps_finished_clips_and_says_how_to_resume(tiny, videos: Path, 
     assert kept >= 2 and damaged_shards(cache_dir) == []
     subprocess.run(_extract_command(videos, cache_dir, tiny), check=True, capture_output=True)
     assert len(FeatureCache(cache_dir)) == 6
+
+
+def test_cache_of_another_version_or_damaged_spec_is_a_clear_error(
+    tiny, videos: Path, tmp_path: Path
+) -> None:
+    from mark1.errors import CacheError
+    from mark1.stages.extract import extract
+
+    cache_dir = tmp_path / "cache"
+    extract(tiny.config(), videos, cache_dir, limit=1)
+    spec = json.loads((cache_dir / "cache.json").read_text())
+    (cache_dir / "cache.json").write_text(json.dumps({**spec, "version": 99}))
+    with pytest.raises(CacheError, match="version 99"):
+        FeatureCache(cache_dir)
+    (cache_dir / "cache.json").write_text("{torn")
+    with pytest.raises(CacheError, match="damaged"):
+        extract(tiny.config(), videos, cache_dir)
+
+
+def test_checkpoint_swap_interrupted_and_damaged_state(trained, tmp_path: Path) -> None:
+    from mark1.checkpoint import load_projector, load_state, read_meta
+    from mark1.errors import CheckpointError
+
+    run = tmp_path / "run"
+    shutil.copytree(trained.run_dir, run)
+    (run / "last").rename(
+        run / "last.old"
+    )  # killed after moving the old one aside, before the new one landed
+    assert read_meta(run / "last")["format"] == "mark1-checkpoint"
+    load_projector(run / "last")
+    (run / "last.old" / "training_state.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="start without --resume"):
+        load_state(run / "last")
+    meta = json.loads((run / "last.old" / "config.json").read_text())
+    (run / "last.old" / "config.json").write_text(json.dumps({**meta, "version": 99}))
+    with pytest.raises(CheckpointError, match="version 99"):
+        read_meta(run / "last")
+
+
+def test_a_4k_clip_is_extracted(tmp_path: Path) -> None:
+    import av
+
+    from mark1.video import load_clip
+
+    path = tmp_path / "uhd.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 3840, 2160, "yuv420p"
+        stream.options = {"preset": "ultrafast"}
+        for i in range(6):
+            image = np.full((2160, 3840, 3), 40 * i, np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+    clip = load_clip(path, 16, 256)
+    assert clip.frames.shape == (16, 3, 256, 256) and (clip.width, clip.height) == (3840, 2160)

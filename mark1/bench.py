@@ -31,7 +31,8 @@ from mark1.synthetic import SignClip, write_video
 from mark1.video import load_clip
 
 log = logging.getLogger(__name__)
-STAGES = ("extract", "cache", "train", "answer")
+STAGES = ("decode", "extract", "cache", "train", "answer")
+DECODE_SIZES = ((1280, 720), (2560, 1440))  # dashcam resolutions; RoadBuddy's clips are mostly 1440p
 
 # Published sizes of the real backbones (facebook/vjepa2-vitg-fpc64-256, Qwen/Qwen3-0.6B).
 VITG = dict(
@@ -110,6 +111,24 @@ def build_backbones(cfg: Config, size: str, device: torch.device) -> tuple[Video
     encoder = VideoEncoder(encoder_model, cfg.video.num_frames, cfg.video.pool, name=f"bench-{size}")
     projector = Projector(cfg.projector, encoder.grid[-1], llm.config.hidden_size)
     return encoder, VideoQAModel(llm, tokenizer, projector, device)
+
+
+def bench_decode(result: BenchResult, num_frames: int, crop_size: int, work: Path, repeat: int = 4) -> None:
+    """Decode + preprocess clips/s per resolution (10 s, 30 fps, a keyframe a second), 1 vs 2 decode workers."""
+    from mark1.stages.extract import decode_loader
+
+    for width, height in DECODE_SIZES:
+        path = work / f"decode_{height}p.mp4"
+        write_video(path, SignClip(path.stem, 30, 10.0, width, height, "Đỏ", "Bên trái", 1.0, 2.5, 0))
+        videos = [(f"{i}.mp4", path) for i in range(repeat)]
+        rates = {}
+        for workers in (1, 2):
+            start = time.perf_counter()
+            for _ in decode_loader(videos, num_frames, crop_size, workers):
+                pass
+            rates[workers] = repeat / (time.perf_counter() - start)
+            result.add("decode", f"{height}p, {workers} decode worker(s), decord", rates[workers], "clips/s")
+        result.add("decode", f"{height}p, 2 workers / 1 worker", rates[2] / rates[1], "ratio")
 
 
 def write_bench_clips(directory: Path, count: int, size: str) -> list[Path]:
@@ -275,9 +294,13 @@ def run_bench(
     cfg.train.device_map = f"projector={dev},llm={dev}"
     cfg.extract.batch_size = min(cfg.extract.batch_size, num_clips)
     result = BenchResult(machine_name(dev), size)
-    encoder, model = build_backbones(cfg, size, dev)
     with tempfile.TemporaryDirectory(prefix="mark1-bench-") as tmp:
         work = Path(tmp)
+        if "decode" in stages:  # needs no backbones: the crop is the full model's unless the config is tiny
+            bench_decode(result, cfg.video.num_frames, 256 if size == "full" else 64, work)
+        if stages == ("decode",):
+            return result
+        encoder, model = build_backbones(cfg, size, dev)
         if {"extract", "train"} & set(stages):
             cache_dir = bench_extract(result, cfg, encoder, work, num_clips)
         if "cache" in stages:

@@ -113,11 +113,18 @@ def build_backbones(cfg: Config, size: str, device: torch.device) -> tuple[Video
     return encoder, VideoQAModel(llm, tokenizer, projector, device)
 
 
-def bench_decode(result: BenchResult, num_frames: int, crop_size: int, work: Path, repeat: int = 4) -> None:
+def bench_decode(
+    result: BenchResult,
+    num_frames: int,
+    crop_size: int,
+    work: Path,
+    repeat: int = 4,
+    sizes: tuple[tuple[int, int], ...] = DECODE_SIZES,
+) -> None:
     """Decode + preprocess clips/s per resolution (10 s, 30 fps, a keyframe a second), 1 vs 2 decode workers."""
     from mark1.stages.extract import decode_loader
 
-    for width, height in DECODE_SIZES:
+    for width, height in sizes:
         path = work / f"decode_{height}p.mp4"
         write_video(path, SignClip(path.stem, 30, 10.0, width, height, "Đỏ", "Bên trái", 1.0, 2.5, 0))
         videos = [(f"{i}.mp4", path) for i in range(repeat)]

@@ -19,11 +19,12 @@ from torch.utils.data import DataLoader
 from mark1.annotations import QARecord, require_valid
 from mark1.cache import FeatureCache
 from mark1.checkpoint import check_cache, load_projector, load_state, read_meta, save_checkpoint
-from mark1.config import Config
+from mark1.config import Config, TrainConfig
 from mark1.data import QADataset, collate
 from mark1.errors import CheckpointError, ConfigError
 from mark1.metrics import summarize
 from mark1.model.connector import VideoQAModel
+from mark1.model.projector import Projector
 from mark1.stages.evaluate import score_records
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,31 @@ class MetricsLog:
             f.write(json.dumps(row) + "\n")
 
 
+def _load_records(
+    cache: FeatureCache, annotations: Path, val_annotations: Path | None, tc: TrainConfig
+) -> tuple[list[QARecord], list[QARecord]]:
+    """Validated training and validation questions (every video in the cache, every answer given)."""
+    records = require_valid(annotations, cache, need_answers=True)
+    if val_annotations is not None:
+        return records, require_valid(val_annotations, cache, need_answers=True)
+    return split_by_video(records, tc.val_fraction, tc.seed)
+
+
+def _start_from(
+    last_dir: Path, cache: FeatureCache, resume: bool, seed: int
+) -> tuple[Projector | None, dict[str, Any] | None]:
+    """The projector and training state to resume from, or (None, None) for a fresh, seeded run."""
+    if resume:
+        check_cache(read_meta(last_dir), cache.spec, last_dir)
+        return load_projector(last_dir), load_state(last_dir)
+    if last_dir.exists() or last_dir.with_name("last.old").exists():
+        raise ConfigError(
+            f"{last_dir.parent} already holds a run; pass --resume to continue it, or choose another --out"
+        )
+    torch.manual_seed(seed)
+    return None, None
+
+
 def train(
     cfg: Config,
     cache_dir: Path,
@@ -114,25 +140,9 @@ def train(
     start_time = time.perf_counter()
     tc = cfg.train
     cache = FeatureCache(cache_dir)  # CacheError if missing or damaged
-    records = require_valid(annotations, cache, need_answers=True)
-    if val_annotations is not None:
-        train_records, val_records = records, require_valid(val_annotations, cache, need_answers=True)
-    else:
-        train_records, val_records = split_by_video(records, tc.val_fraction, tc.seed)
+    train_records, val_records = _load_records(cache, annotations, val_annotations, tc)
     last_dir, best_dir = out_dir / "last", out_dir / "best"
-    state = None
-    if resume:
-        meta = read_meta(last_dir)
-        check_cache(meta, cache.spec, last_dir)
-        state = load_state(last_dir)
-        projector = load_projector(last_dir)
-    elif last_dir.exists() or (out_dir / "last.old").exists():
-        raise ConfigError(
-            f"{out_dir} already holds a run; pass --resume to continue it, or choose another --out"
-        )
-    else:
-        torch.manual_seed(tc.seed)
-        projector = None
+    projector, state = _start_from(last_dir, cache, resume, tc.seed)
     if model is None:
         model = VideoQAModel.load(cfg, cache.spec.grid[-1], projector=projector)
     elif projector is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +43,7 @@ class Mark1:
         """Load the backbones the checkpoint names (or `cfg`'s), placed encoder=cuda:0, projector+llm=cuda:1 on 2 GPUs."""
         checkpoint = Path(checkpoint)
         meta = read_meta(checkpoint)
-        cfg = cfg or load_config_of(checkpoint)
+        cfg = copy.deepcopy(cfg) if cfg is not None else load_config_of(checkpoint)  # placed below, per call
         placement = parse_device_map(cfg.train.device_map)
         encoder_device = placement.get(
             "encoder", torch.device("cuda:0" if torch.cuda.is_available() else "cpu")

@@ -142,8 +142,7 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def read_manifest(cache_dir: Path) -> pa.Table:
-    path = cache_dir / MANIFEST_FILE
+def _read_table(path: Path) -> pa.Table:
     if not path.is_file():
         return MANIFEST_SCHEMA.empty_table()
     try:
@@ -154,11 +153,29 @@ def read_manifest(cache_dir: Path) -> pa.Table:
         ) from err
 
 
+def _part_paths(cache_dir: Path, pattern: str) -> list[Path]:
+    """Per-rank files written during a torchrun extraction (merged into the main file at its end)."""
+    return sorted(cache_dir.glob(pattern))
+
+
+def read_manifest(cache_dir: Path) -> pa.Table:
+    """Every committed clip: manifest.parquet plus the per-rank parts of an unfinished torchrun, each key once."""
+    tables = [_read_table(cache_dir / MANIFEST_FILE)]
+    tables += [_read_table(p) for p in _part_paths(cache_dir, "manifest.r*.parquet")]
+    table = pa.concat_tables(tables)
+    keys = table.column("key").to_pylist()
+    if len(set(keys)) == len(keys):
+        return table
+    first = {k: i for i, k in reversed(list(enumerate(keys)))}
+    return table.take(sorted(first.values()))
+
+
 def read_failures(cache_dir: Path) -> dict[str, str]:
     """key → error of every video that could not be extracted (a torn last line from a crash is skipped)."""
-    path = cache_dir / FAILURES_FILE
     failures: dict[str, str] = {}
-    if path.is_file():
+    for path in [cache_dir / FAILURES_FILE, *_part_paths(cache_dir, "failures.r*.jsonl")]:
+        if not path.is_file():
+            continue
         for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
             try:
                 row = json.loads(line)
@@ -166,6 +183,28 @@ def read_failures(cache_dir: Path) -> dict[str, str]:
             except (json.JSONDecodeError, KeyError, TypeError):
                 continue
     return failures
+
+
+def merge_parts(cache_dir: Path) -> None:
+    """Fold the per-rank manifest and failure parts of a torchrun into the main files, then remove them."""
+    parts = _part_paths(cache_dir, "manifest.r*.parquet") + _part_paths(cache_dir, "failures.r*.jsonl")
+    if not parts:
+        return
+    manifest = read_manifest(cache_dir)
+    done = set(manifest.column("key").to_pylist())
+    failures = {k: v for k, v in read_failures(cache_dir).items() if k not in done}
+    sink = pa.BufferOutputStream()
+    pq.write_table(manifest, sink)
+    _write_atomic(cache_dir / MANIFEST_FILE, sink.getvalue().to_pybytes())
+    _write_atomic(cache_dir / FAILURES_FILE, _failure_lines(failures))
+    for part in parts:  # a crash before this leaves parts that repeat main rows: readers keep each key once
+        part.unlink()
+
+
+def _failure_lines(failures: dict[str, str]) -> bytes:
+    return "".join(
+        json.dumps({"key": k, "error": v}, ensure_ascii=False) + "\n" for k, v in failures.items()
+    ).encode()
 
 
 class FeatureCache:
@@ -280,34 +319,54 @@ def damaged_shards(cache_dir: Path, full: bool = True) -> list[tuple[str, str]]:
 class CacheWriter:
     """Write side of a cache, for one writer: shards with temp names, roll-over, manifest and failures updates.
 
-    Opening takes an exclusive lock on the cache, checks (or writes) cache.json, discards leftover temp
-    shards and adopts closed shards the manifest does not list yet (a crash between rename and manifest).
+    Rank 0 (the only writer without torchrun) opens first: it takes the cache's lock, checks (or writes)
+    cache.json, folds in the parts of an unfinished torchrun, discards leftover temp shards, sets damaged
+    shards aside and adopts closed shards no manifest lists (a crash between rename and manifest). Under
+    torchrun each other rank then opens with its own lock and writes its own `manifest.rNNN.parquet` part,
+    which rank 0 merges at the end (`merge_parts`).
     """
 
     def __init__(
-        self, cache_dir: Path, spec: CacheSpec, shard_clips: int = 256, shard_mb: int = 1024, rank: int = 0
+        self,
+        cache_dir: Path,
+        spec: CacheSpec,
+        shard_clips: int = 256,
+        shard_mb: int = 1024,
+        rank: int = 0,
+        world: int = 1,
     ) -> None:
         self.path, self.spec, self.rank = cache_dir, spec, rank
         self.shard_clips, self.shard_bytes = shard_clips, shard_mb * 1_000_000
         self.shard_dir = cache_dir / "shards"
+        self._manifest_file, self._failures_file = MANIFEST_FILE, FAILURES_FILE
         if (cache_dir / SPEC_FILE).is_file():
             CacheSpec.read(cache_dir).check_compatible(spec, cache_dir)  # before touching anything
         self.shard_dir.mkdir(parents=True, exist_ok=True)
-        self._lock = self._acquire_lock()
-        if not (cache_dir / SPEC_FILE).is_file():
-            _write_atomic(cache_dir / SPEC_FILE, spec.to_json().encode())
-        for leftover in self.shard_dir.glob(f"r{rank:03d}-*.h5.tmp"):
-            leftover.unlink()
+        self._lock = self._acquire_lock(LOCK_FILE if rank == 0 else f"{LOCK_FILE}.r{rank:03d}")
+        if rank == 0:
+            if not (cache_dir / SPEC_FILE).is_file():
+                _write_atomic(cache_dir / SPEC_FILE, spec.to_json().encode())
+            merge_parts(cache_dir)
+            for leftover in self.shard_dir.glob("*.h5.tmp"):
+                leftover.unlink()
         self.manifest = read_manifest(cache_dir)
         self.failures = read_failures(cache_dir)
-        self._drop_damaged()
-        self._adopt_orphans()
+        if rank == 0:
+            self._drop_damaged()
+            self._adopt_orphans()
+        self.done_keys = set(self.manifest.column("key").to_pylist())
+        if world > 1:  # from here on this rank writes only its own part
+            self._manifest_file, self._failures_file = (
+                f"manifest.r{rank:03d}.parquet",
+                f"failures.r{rank:03d}.jsonl",
+            )
+            self.manifest, self.failures = MANIFEST_SCHEMA.empty_table(), {}
         self._file: h5py.File | None = None
         self._pending: list[dict[str, Any]] = []
         self._pending_bytes = 0
 
-    def _acquire_lock(self) -> Any:
-        handle = open(self.path / LOCK_FILE, "a+")  # noqa: SIM115 (held open: the lock lives as long as the writer)
+    def _acquire_lock(self, name: str) -> Any:
+        handle = open(self.path / name, "a+")  # noqa: SIM115 (held open: the lock lives as long as the writer)
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -324,10 +383,6 @@ class CacheWriter:
         handle.flush()
         return handle
 
-    @property
-    def done_keys(self) -> set[str]:
-        return set(self.manifest.column("key").to_pylist())
-
     def _drop_damaged(self) -> None:
         """Unlist the clips of shards that are missing or cannot be read, so this run extracts them again."""
         damaged = {shard for shard, _ in damaged_shards(self.path, full=False)}
@@ -342,15 +397,20 @@ class CacheWriter:
 
     def _adopt_orphans(self) -> None:
         listed = set(self.manifest.column("shard").to_pylist())
+        keys = set(self.manifest.column("key").to_pylist())
         rows = []
         for shard in sorted(self.shard_dir.glob("*.h5")):
             if shard.name in listed:
                 continue
             try:
                 with h5py.File(shard, "r") as f:
-                    rows += [self._row(shard.name, name, dict(ds.attrs)) for name, ds in f.items()]
+                    found = [self._row(shard.name, name, dict(ds.attrs)) for name, ds in f.items()]
             except OSError:
                 shard.unlink()  # damaged beyond reading: its clips are simply extracted again
+                continue
+            # A clip extracted again elsewhere since (a resume with another rank count) stays listed once.
+            rows += [row for row in found if row["key"] not in keys]
+            keys |= {row["key"] for row in found}
         if rows:
             self._commit_rows(rows)
 
@@ -430,17 +490,14 @@ class CacheWriter:
         self.manifest = pa.concat_tables([self.manifest, new])
         sink = pa.BufferOutputStream()
         pq.write_table(self.manifest, sink)
-        _write_atomic(self.path / MANIFEST_FILE, sink.getvalue().to_pybytes())
+        _write_atomic(self.path / self._manifest_file, sink.getvalue().to_pybytes())
         committed = {row["key"] for row in rows}
         if committed & set(self.failures):
             self.failures = {k: v for k, v in self.failures.items() if k not in committed}
             self._write_failures()
 
     def _write_failures(self) -> None:
-        lines = "".join(
-            json.dumps({"key": k, "error": v}, ensure_ascii=False) + "\n" for k, v in self.failures.items()
-        )
-        _write_atomic(self.path / FAILURES_FILE, lines.encode())
+        _write_atomic(self.path / self._failures_file, _failure_lines(self.failures))
 
     def close(self) -> None:
         try:

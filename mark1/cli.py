@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
@@ -69,7 +70,10 @@ def checkpoint_config(checkpoint: Path) -> Config:
 
 @contextmanager
 def progress_bar(description: str, unit: str = "clips"):
-    """A rich progress bar with rate and ETA; yields `update(done, total)`."""
+    """A rich progress bar with rate and ETA; yields `update(done, total)`. Under torchrun, rank 0's only."""
+    if int(os.environ.get("RANK", "0")) > 0:
+        yield lambda *_: None
+        return
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -128,8 +132,9 @@ def extract(
     )
     with progress_bar("extract") as update:
         result = run_extract(cfg, videos, cache, limit=limit, on_clip=update)
+    rank = f"rank {os.environ['RANK']}: " if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
     console.print(
-        f"[green]cache[/] {result.cache_dir}: {result.num_extracted} extracted, {result.num_skipped} already cached, "
+        f"[green]{rank}cache[/] {result.cache_dir}: {result.num_extracted} extracted, {result.num_skipped} already cached, "
         f"{result.num_failed} failed ({result.seconds:.1f} s)"
     )
     if result.num_failed:

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 
-from mark1.cache import CacheWriter
+from mark1.cache import CacheWriter, merge_parts
 from mark1.config import Config
 from mark1.encoder import VideoEncoder, pick_device
 from mark1.errors import VideoError
@@ -113,13 +114,31 @@ def extract(
     """
     start = time.perf_counter()
     videos = list_videos(videos_dir, limit)
+    rank, world = init_distributed()
     if encoder is None:  # tests and infer pass one in
-        encoder = VideoEncoder.load(cfg, pick_device(cfg.extract.device))
-    writer = CacheWriter(cache_dir, encoder.spec(), cfg.extract.shard_clips, cfg.extract.shard_mb)
-    done = writer.done_keys
-    todo = [(key, path) for key, path in videos if key not in done]
+        device = cfg.extract.device
+        if world > 1 and device == "auto" and torch.cuda.is_available():
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+        encoder = VideoEncoder.load(cfg, pick_device(device))
+    spec = encoder.spec()
+
+    def open_writer() -> CacheWriter:
+        return CacheWriter(cache_dir, spec, cfg.extract.shard_clips, cfg.extract.shard_mb, rank, world)
+
+    # Rank 0 prepares the cache (spec, leftovers, damaged shards) while the others wait.
+    writer = open_writer() if rank == 0 else None
+    barrier(world)
+    writer = writer or open_writer()
+    todo = [(key, path) for key, path in videos if key not in writer.done_keys]
     result = ExtractResult(cache_dir, len(videos), 0, len(videos) - len(todo), 0, 0.0)
-    log.info("%d videos, %d cached already, %d to extract", len(videos), result.num_skipped, len(todo))
+    todo = split_by_size(todo, world)[rank]
+    log.info(
+        "%d videos, %d cached already, %d to extract%s",
+        len(videos),
+        result.num_skipped,
+        len(todo),
+        f" on rank {rank} of {world}" if world > 1 else "",
+    )
     batch: list[DecodedVideo] = []
 
     def encode_batch() -> None:
@@ -156,5 +175,33 @@ def extract(
         result.interrupted = True  # the finished clips are committed below; the batch in hand is redone later
     finally:
         writer.close()
+    if world > 1 and not result.interrupted:
+        barrier(world)  # every rank's part is written: one manifest again
+        if rank == 0:
+            merge_parts(cache_dir)
     result.seconds = time.perf_counter() - start
     return result
+
+
+def init_distributed() -> tuple[int, int]:
+    """(rank, world size): from torchrun's environment (joining its process group), else (0, 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+def barrier(world: int) -> None:
+    if world > 1:
+        dist.barrier()
+
+
+def split_by_size(videos: list[tuple[str, Path]], world: int) -> list[list[tuple[str, Path]]]:
+    """Deterministic, balanced shares: largest files first, each to the rank with the fewest bytes so far."""
+    shares: list[list[tuple[str, Path]]] = [[] for _ in range(world)]
+    load = [0] * world
+    for key, path in sorted(videos, key=lambda v: (-v[1].stat().st_size, v[0])):
+        rank = load.index(min(load))
+        shares[rank].append((key, path))
+        load[rank] += path.stat().st_size
+    return [sorted(share) for share in shares]

@@ -80,9 +80,12 @@ class VideoQAModel(torch.nn.Module):
             )
 
     @classmethod
-    def load(cls, cfg: Config, video_dim: int, projector: Projector | None = None) -> VideoQAModel:
-        """Load the LLM named in `cfg` and a fresh (or given) projector, placed by `cfg.train.device_map`."""
-        placement = parse_device_map(cfg.train.device_map)
+    def load(
+        cls, cfg: Config, video_dim: int, projector: Projector | None = None, device_map: str | None = None
+    ) -> VideoQAModel:
+        """Load the LLM named in `cfg` and a fresh (or given) projector, placed by `device_map`
+        (default `cfg.train.device_map`)."""
+        placement = parse_device_map(device_map or cfg.train.device_map)
         llm = load_llm(cfg.llm, device=placement["llm"])
         tokenizer = load_tokenizer(cfg.llm)
         if projector is None:
@@ -101,6 +104,12 @@ class VideoQAModel(torch.nn.Module):
     def num_video_tokens(self) -> int:
         return self.projector.cfg.num_visual_queries
 
+    def distribute(self) -> None:
+        """Train the projector with DistributedDataParallel (the process group must be up); the LLM stays local."""
+        device = self.projector_device
+        ids = [device.index] if device.type == "cuda" else None
+        self.__dict__["_ddp"] = torch.nn.parallel.DistributedDataParallel(self.projector, device_ids=ids)
+
     def train(self, mode: bool = True) -> VideoQAModel:
         self.projector.train(mode)  # the LLM stays in eval mode: it is frozen, dropout off
         return self
@@ -116,7 +125,9 @@ class VideoQAModel(torch.nn.Module):
         with torch.no_grad():
             words = self.llm.get_input_embeddings()(question_ids.to(self.llm_device))
         dev = self.projector_device
-        return self.projector(
+        # Under torchrun the forward goes through the DistributedDataParallel wrapper, so gradients are
+        # averaged over ranks; it is kept out of the module tree so state dicts stay the projector's own.
+        return self.__dict__.get("_ddp", self.projector)(
             features.to(dev, torch.float32), words.to(dev, torch.float32), question_mask.to(dev)
         )
 
@@ -150,7 +161,8 @@ class VideoQAModel(torch.nn.Module):
             logits = self.llm.get_output_embeddings()(picked).float()
         answer = F.cross_entropy(logits, targets[targets != IGNORE])
         answer = answer.to(self.projector_device)
-        saliency = torch.zeros((), device=self.projector_device)
+        # Zero, but through the head: every projector parameter gets a gradient, as DDP expects.
+        saliency = out.saliency_logits.sum() * 0.0
         has = batch.has_support.to(self.projector_device)
         if has.any():
             target = batch.saliency_target.to(self.projector_device)[has]

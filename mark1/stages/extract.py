@@ -11,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 
 from mark1.cache import CacheWriter, merge_parts
 from mark1.config import Config
+from mark1.distributed import barrier, init_distributed, local_device
 from mark1.encoder import VideoEncoder, pick_device
 from mark1.errors import VideoError
 from mark1.video import Clip, find_videos, load_clip, video_key
@@ -116,10 +116,7 @@ def extract(
     videos = list_videos(videos_dir, limit)
     rank, world = init_distributed()
     if encoder is None:  # tests and infer pass one in
-        device = cfg.extract.device
-        if world > 1 and device == "auto" and torch.cuda.is_available():
-            device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-        encoder = VideoEncoder.load(cfg, pick_device(device))
+        encoder = VideoEncoder.load(cfg, pick_device(local_device(cfg.extract.device)))
     spec = encoder.spec()
 
     def open_writer() -> CacheWriter:
@@ -181,19 +178,6 @@ def extract(
             merge_parts(cache_dir)
     result.seconds = time.perf_counter() - start
     return result
-
-
-def init_distributed() -> tuple[int, int]:
-    """(rank, world size): from torchrun's environment (joining its process group), else (0, 1)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return (dist.get_rank(), world) if world > 1 else (0, 1)
-
-
-def barrier(world: int) -> None:
-    if world > 1:
-        dist.barrier()
 
 
 def split_by_size(videos: list[tuple[str, Path]], world: int) -> list[list[tuple[str, Path]]]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +42,7 @@ class Mark1:
         """Load the backbones the checkpoint names (or `cfg`'s), placed encoder=cuda:0, projector+llm=cuda:1 on 2 GPUs."""
         checkpoint = Path(checkpoint)
         meta = read_meta(checkpoint)
-        cfg = copy.deepcopy(cfg) if cfg is not None else load_config_of(checkpoint)  # placed below, per call
+        cfg = cfg or load_config_of(checkpoint)
         placement = parse_device_map(cfg.train.device_map)
         encoder_device = placement.get(
             "encoder", torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
@@ -52,8 +51,8 @@ class Mark1:
         spec = encoder.spec()
         check_cache(meta, spec, checkpoint)  # the encoder must give the features the projector was trained on
         projector = load_projector(checkpoint)
-        cfg.train.device_map = f"projector={placement['llm']},llm={placement['llm']}"
-        return cls(encoder, VideoQAModel.load(cfg, spec.grid[-1], projector=projector), spec)
+        together = f"projector={placement['llm']},llm={placement['llm']}"  # the projector sits with the LLM
+        return cls(encoder, VideoQAModel.load(cfg, spec.grid[-1], projector, device_map=together), spec)
 
     def features(self, clip: Clip) -> torch.Tensor:
         """(T', H', W', D) features of a decoded clip, rounded to float16 exactly as the cache stores them."""

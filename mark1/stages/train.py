@@ -21,6 +21,7 @@ from mark1.cache import FeatureCache
 from mark1.checkpoint import check_cache, load_projector, load_state, read_meta, save_checkpoint
 from mark1.config import Config, TrainConfig
 from mark1.data import QADataset, collate
+from mark1.distributed import barrier, init_distributed, local_device, mean_over_ranks
 from mark1.errors import CheckpointError, ConfigError
 from mark1.metrics import summarize
 from mark1.model.connector import VideoQAModel
@@ -71,6 +72,18 @@ def epoch_order(size: int, seed: int, epoch: int) -> list[int]:
     return torch.randperm(size, generator=generator).tolist()
 
 
+def rank_batches(order: list[int], batch_size: int, skip: int, rank: int, world: int) -> list[list[int]]:
+    """This rank's part of each global batch of `order`, after the first `skip` global batches.
+
+    Every rank gets the same number of batches, each non-empty (a short last batch borrows from the start
+    of the order, as DistributedSampler pads), so no rank waits on a gradient all-reduce that never comes.
+    """
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)][skip:]
+    if world > 1 and batches and len(batches[-1]) < world:
+        batches[-1] = batches[-1] + order[: world - len(batches[-1])]
+    return [batch[rank::world] for batch in batches]
+
+
 def _rng_state() -> dict[str, Any]:
     state = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -87,8 +100,10 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 class MetricsLog:
     """runs/NAME/metrics.jsonl: one line per logged step and per evaluation."""
 
-    def __init__(self, path: Path, resume_step: int | None) -> None:
-        self.path = path
+    def __init__(self, path: Path, resume_step: int | None, enabled: bool = True) -> None:
+        self.path, self.enabled = path, enabled
+        if not enabled:
+            return
         if resume_step is None:
             path.write_text("")
         elif path.is_file():  # drop lines written after the checkpoint we resume from
@@ -96,6 +111,8 @@ class MetricsLog:
             path.write_text("".join(line + "\n" for line in kept))
 
     def write(self, **row: Any) -> None:
+        if not self.enabled:
+            return
         with open(self.path, "a") as f:
             f.write(json.dumps(row) + "\n")
 
@@ -139,14 +156,23 @@ def train(
     """Train the projector; writes runs/NAME/{best,last}/ and metrics.jsonl. `--resume` continues from last/."""
     start_time = time.perf_counter()
     tc = cfg.train
+    rank, world = init_distributed()
+    if tc.batch_size < world:
+        raise ConfigError(
+            f"train.batch_size {tc.batch_size} is the global batch: it needs >= {world} (one per rank)"
+        )
     cache = FeatureCache(cache_dir)  # CacheError if missing or damaged
     train_records, val_records = _load_records(cache, annotations, val_annotations, tc)
     last_dir, best_dir = out_dir / "last", out_dir / "best"
     projector, state = _start_from(last_dir, cache, resume, tc.seed)
     if model is None:
-        model = VideoQAModel.load(cfg, cache.spec.grid[-1], projector=projector)
+        device = local_device(tc.device_map)  # under torchrun, auto = this rank's own GPU for both
+        device_map = f"projector={device},llm={device}" if device != tc.device_map else None
+        model = VideoQAModel.load(cfg, cache.spec.grid[-1], projector=projector, device_map=device_map)
     elif projector is not None:
         model.projector.load_state_dict(projector.state_dict())
+    if world > 1:
+        model.distribute()
     log.info(
         "train %d questions, val %d; projector %.2f M parameters",
         len(train_records),
@@ -175,9 +201,13 @@ def train(
                 f"{last_dir} is at step {progress['step']}, past this config's {total_steps} steps"
             )
     out_dir.mkdir(parents=True, exist_ok=True)
-    metrics_log = MetricsLog(out_dir / "metrics.jsonl", progress["step"] if state is not None else None)
+    metrics_log = MetricsLog(
+        out_dir / "metrics.jsonl", progress["step"] if state is not None else None, rank == 0
+    )
 
     def save(directory: Path, metrics: dict | None = None) -> None:
+        if rank > 0:  # one writer: rank 0 holds the same weights as every rank
+            return
         training_state = {
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
@@ -188,7 +218,7 @@ def train(
         save_checkpoint(directory, model.projector, cfg, cache.spec, training_state, metrics)
 
     def validate() -> dict:
-        if not val_records:
+        if not val_records or rank > 0:
             return {}
         metrics = summarize(score_records(model, cache, val_records))
         metrics_log.write(kind="eval", step=progress["step"], epoch=progress["epoch"], **metrics)
@@ -199,13 +229,12 @@ def train(
     model.train(True)
     loss_value = float("nan")
     while progress["epoch"] < tc.epochs:
-        order = epoch_order(len(dataset), tc.seed, progress["epoch"])[progress["batch"] * tc.batch_size :]
+        order = epoch_order(len(dataset), tc.seed, progress["epoch"])
         # Its own generator: a DataLoader draws a seed when iterated, which would shift the global RNG
         # (dropout) by one draw on resume.
         loader = DataLoader(
             dataset,
-            batch_size=tc.batch_size,
-            sampler=order,
+            batch_sampler=rank_batches(order, tc.batch_size, progress["batch"], rank, world),
             num_workers=tc.num_workers,
             collate_fn=partial(collate, pad_id=model.tokenizer.pad_token_id or 0),
             generator=torch.Generator().manual_seed(tc.seed),
@@ -230,7 +259,7 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
             progress["step"] += 1
-            loss_value = out.total.item()
+            loss_value = mean_over_ranks(out.total, world)
             step = progress["step"]
             if on_step is not None:
                 on_step(step, total_steps, loss_value)
@@ -240,8 +269,8 @@ def train(
                     step=step,
                     epoch=progress["epoch"],
                     loss=loss_value,
-                    answer_loss=out.answer.item(),
-                    saliency_loss=out.saliency.item(),
+                    answer_loss=mean_over_ranks(out.answer, world),
+                    saliency_loss=mean_over_ranks(out.saliency, world),
                     lr=scheduler.get_last_lr()[0],
                     skipped=progress["skipped"],
                 )
@@ -255,6 +284,7 @@ def train(
         _keep_best(metrics, progress, save, best_dir, always=not val_records)
         save(last_dir, metrics)
     model.train(False)
+    barrier(world)
     return TrainResult(
         out_dir,
         progress["step"],

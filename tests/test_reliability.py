@@ -112,6 +112,8 @@ def _extract_command(videos: Path, cache_dir: Path, tiny) -> list[str]:
 
 def test_kill_9_once_a_shard_is_closed_then_resume(tiny, videos: Path, tmp_path: Path) -> None:
     cache_dir = tmp_path / "cache"
+    for i in range(40):  # enough work that the kill lands mid-run
+        shutil.copy(videos / f"clip_{i % 6:04d}.mp4", videos / f"copy_{i}.mp4")
     proc = subprocess.Popen(
         _extract_command(videos, cache_dir, tiny), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -123,7 +125,7 @@ def test_kill_9_once_a_shard_is_closed_then_resume(tiny, videos: Path, tmp_path:
     proc.wait()
     subprocess.run(_extract_command(videos, cache_dir, tiny), check=True, capture_output=True)
     keys = read_manifest(cache_dir).column("key").to_pylist()
-    assert len(keys) == len(set(keys)) == 6 and damaged_shards(cache_dir) == []
+    assert len(keys) == len(set(keys)) == 46 and damaged_shards(cache_dir) == []
 
 
 @pytest.mark.slow
@@ -149,19 +151,22 @@ def test_kill_9_at_random_moments_then_resume(tiny, videos: Path, tmp_path: Path
 
 def test_ctrl_c_keeps_finished_clips_and_says_how_to_resume(tiny, videos: Path, tmp_path: Path) -> None:
     cache_dir = tmp_path / "cache"
+    for i in range(40):  # enough work that the interrupt lands mid-run
+        shutil.copy(videos / f"clip_{i % 6:04d}.mp4", videos / f"copy_{i}.mp4")
     proc = subprocess.Popen(
         _extract_command(videos, cache_dir, tiny), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     deadline = time.time() + 60
     while proc.poll() is None and time.time() < deadline and not list(cache_dir.glob("shards/*.h5")):
         time.sleep(0.05)
+    assert proc.poll() is None, "extract finished before it could be interrupted"
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "Traceback" not in stderr and "run the same command again" in stderr
     kept = len(FeatureCache(cache_dir))
     assert kept >= 2 and damaged_shards(cache_dir) == []
     subprocess.run(_extract_command(videos, cache_dir, tiny), check=True, capture_output=True)
-    assert len(FeatureCache(cache_dir)) == 6
+    assert len(FeatureCache(cache_dir)) == 46
 
 
 def test_cache_of_another_version_or_damaged_spec_is_a_clear_error(

@@ -20,7 +20,8 @@ from transformers import Qwen3Config, Qwen3ForCausalLM, VJEPA2Config, VJEPA2Mode
 
 from mark1.annotations import QARecord
 from mark1.backbones import build_tiny_tokenizer, load_encoder, load_llm, load_tokenizer
-from mark1.cache import CacheWriter, FeatureCache
+from mark1.cache import FeatureCache
+from mark1.cache_writer import CacheWriter
 from mark1.config import Config, load_config
 from mark1.data import QADataset, collate
 from mark1.encoder import VideoEncoder, pick_device

@@ -1,18 +1,11 @@
-"""The on-disk feature cache: cache.json (what the features mean), manifest.parquet, HDF5 shards, failures.
-
-Writes are crash-safe: a shard is written under a temp name, fsynced and renamed when closed; the manifest
-(also temp + rename) only ever lists clips of closed shards. A killed run loses at most its open shard.
-"""
+"""The on-disk feature cache and its read side: cache.json (what the features mean), manifest.parquet,
+HDF5 shards, failures.jsonl. The write side is `mark1.cache_writer`."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
 import json
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -124,24 +117,6 @@ def position_times(frame_times_s: np.ndarray | list[float], tubelet_size: int) -
     return times.reshape(-1, tubelet_size).mean(axis=1)
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _read_table(path: Path) -> pa.Table:
     if not path.is_file():
         return MANIFEST_SCHEMA.empty_table()
@@ -153,7 +128,7 @@ def _read_table(path: Path) -> pa.Table:
         ) from err
 
 
-def _part_paths(cache_dir: Path, pattern: str) -> list[Path]:
+def part_paths(cache_dir: Path, pattern: str) -> list[Path]:
     """Per-rank files written during a torchrun extraction (merged into the main file at its end)."""
     return sorted(cache_dir.glob(pattern))
 
@@ -161,7 +136,7 @@ def _part_paths(cache_dir: Path, pattern: str) -> list[Path]:
 def read_manifest(cache_dir: Path) -> pa.Table:
     """Every committed clip: manifest.parquet plus the per-rank parts of an unfinished torchrun, each key once."""
     tables = [_read_table(cache_dir / MANIFEST_FILE)]
-    tables += [_read_table(p) for p in _part_paths(cache_dir, "manifest.r*.parquet")]
+    tables += [_read_table(p) for p in part_paths(cache_dir, "manifest.r*.parquet")]
     table = pa.concat_tables(tables)
     keys = table.column("key").to_pylist()
     if len(set(keys)) == len(keys):
@@ -173,7 +148,7 @@ def read_manifest(cache_dir: Path) -> pa.Table:
 def read_failures(cache_dir: Path) -> dict[str, str]:
     """key → error of every video that could not be extracted (a torn last line from a crash is skipped)."""
     failures: dict[str, str] = {}
-    for path in [cache_dir / FAILURES_FILE, *_part_paths(cache_dir, "failures.r*.jsonl")]:
+    for path in [cache_dir / FAILURES_FILE, *part_paths(cache_dir, "failures.r*.jsonl")]:
         if not path.is_file():
             continue
         for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
@@ -183,28 +158,6 @@ def read_failures(cache_dir: Path) -> dict[str, str]:
             except (json.JSONDecodeError, KeyError, TypeError):
                 continue
     return failures
-
-
-def merge_parts(cache_dir: Path) -> None:
-    """Fold the per-rank manifest and failure parts of a torchrun into the main files, then remove them."""
-    parts = _part_paths(cache_dir, "manifest.r*.parquet") + _part_paths(cache_dir, "failures.r*.jsonl")
-    if not parts:
-        return
-    manifest = read_manifest(cache_dir)
-    done = set(manifest.column("key").to_pylist())
-    failures = {k: v for k, v in read_failures(cache_dir).items() if k not in done}
-    sink = pa.BufferOutputStream()
-    pq.write_table(manifest, sink)
-    _write_atomic(cache_dir / MANIFEST_FILE, sink.getvalue().to_pybytes())
-    _write_atomic(cache_dir / FAILURES_FILE, _failure_lines(failures))
-    for part in parts:  # a crash before this leaves parts that repeat main rows: readers keep each key once
-        part.unlink()
-
-
-def _failure_lines(failures: dict[str, str]) -> bytes:
-    return "".join(
-        json.dumps({"key": k, "error": v}, ensure_ascii=False) + "\n" for k, v in failures.items()
-    ).encode()
 
 
 class FeatureCache:
@@ -314,193 +267,3 @@ def damaged_shards(cache_dir: Path, full: bool = True) -> list[tuple[str, str]]:
         except (OSError, KeyError, ValueError) as err:
             found.append((shard, f"{type(err).__name__}: {err}"))
     return found
-
-
-class CacheWriter:
-    """Write side of a cache, for one writer: shards with temp names, roll-over, manifest and failures updates.
-
-    Rank 0 (the only writer without torchrun) opens first: it takes the cache's lock, checks (or writes)
-    cache.json, folds in the parts of an unfinished torchrun, discards leftover temp shards, sets damaged
-    shards aside and adopts closed shards no manifest lists (a crash between rename and manifest). Under
-    torchrun each other rank then opens with its own lock and writes its own `manifest.rNNN.parquet` part,
-    which rank 0 merges at the end (`merge_parts`).
-    """
-
-    def __init__(
-        self,
-        cache_dir: Path,
-        spec: CacheSpec,
-        shard_clips: int = 256,
-        shard_mb: int = 1024,
-        rank: int = 0,
-        world: int = 1,
-    ) -> None:
-        self.path, self.spec, self.rank = cache_dir, spec, rank
-        self.shard_clips, self.shard_bytes = shard_clips, shard_mb * 1_000_000
-        self.shard_dir = cache_dir / "shards"
-        self._manifest_file, self._failures_file = MANIFEST_FILE, FAILURES_FILE
-        if (cache_dir / SPEC_FILE).is_file():
-            CacheSpec.read(cache_dir).check_compatible(spec, cache_dir)  # before touching anything
-        self.shard_dir.mkdir(parents=True, exist_ok=True)
-        self._lock = self._acquire_lock(LOCK_FILE if rank == 0 else f"{LOCK_FILE}.r{rank:03d}")
-        if rank == 0:
-            if not (cache_dir / SPEC_FILE).is_file():
-                _write_atomic(cache_dir / SPEC_FILE, spec.to_json().encode())
-            merge_parts(cache_dir)
-            for leftover in self.shard_dir.glob("*.h5.tmp"):
-                leftover.unlink()
-        self.manifest = read_manifest(cache_dir)
-        self.failures = read_failures(cache_dir)
-        if rank == 0:
-            self._drop_damaged()
-            self._adopt_orphans()
-        self.done_keys = set(self.manifest.column("key").to_pylist())
-        if world > 1:  # from here on this rank writes only its own part
-            self._manifest_file, self._failures_file = (
-                f"manifest.r{rank:03d}.parquet",
-                f"failures.r{rank:03d}.jsonl",
-            )
-            self.manifest, self.failures = MANIFEST_SCHEMA.empty_table(), {}
-        self._file: h5py.File | None = None
-        self._pending: list[dict[str, Any]] = []
-        self._pending_bytes = 0
-
-    def _acquire_lock(self, name: str) -> Any:
-        handle = open(self.path / name, "a+")  # noqa: SIM115 (held open: the lock lives as long as the writer)
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            owner = handle.read().strip() or "unknown"
-            handle.close()
-            raise CacheError(
-                f"cache {self.path} is being written by another process ({owner}); wait for it to "
-                "finish, or use torchrun to extract in parallel"
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()} on {os.uname().nodename}")
-        handle.flush()
-        return handle
-
-    def _drop_damaged(self) -> None:
-        """Unlist the clips of shards that are missing or cannot be read, so this run extracts them again."""
-        damaged = {shard for shard, _ in damaged_shards(self.path, full=False)}
-        if damaged:
-            for shard in damaged:
-                path = self.shard_dir / shard
-                if path.exists():
-                    path.rename(path.with_name(shard + ".damaged"))  # kept for inspection, never read again
-            keep = [s not in damaged for s in self.manifest.column("shard").to_pylist()]
-            self.manifest = self.manifest.filter(pa.array(keep))
-            self._commit_rows([])
-
-    def _adopt_orphans(self) -> None:
-        listed = set(self.manifest.column("shard").to_pylist())
-        keys = set(self.manifest.column("key").to_pylist())
-        rows = []
-        for shard in sorted(self.shard_dir.glob("*.h5")):
-            if shard.name in listed:
-                continue
-            try:
-                with h5py.File(shard, "r") as f:
-                    found = [self._row(shard.name, name, dict(ds.attrs)) for name, ds in f.items()]
-            except OSError:
-                shard.unlink()  # damaged beyond reading: its clips are simply extracted again
-                continue
-            # A clip extracted again elsewhere since (a resume with another rank count) stays listed once.
-            rows += [row for row in found if row["key"] not in keys]
-            keys |= {row["key"] for row in found}
-        if rows:
-            self._commit_rows(rows)
-
-    def _row(self, shard: str, dataset: str, attrs: dict[str, Any]) -> dict[str, Any]:
-        row = {"key": str(attrs["key"]), "shard": shard, "dataset": dataset, "status": "ok"}
-        for name in CLIP_FIELDS:
-            value = attrs[name]
-            row[name] = [float(v) for v in value] if name == "frame_times_s" else value.item()
-        return row
-
-    @contextmanager
-    def _disk(self, doing: str) -> Iterator[None]:
-        """A full disk or failing drive: drop the open shard, keep everything committed, say how to resume."""
-        try:
-            yield
-        except (OSError, RuntimeError) as err:  # h5py reports write errors as either
-            if self._file is not None:
-                with contextlib.suppress(OSError, RuntimeError):
-                    self._file.close()
-                Path(self._file_path).unlink(missing_ok=True)
-                self._file, self._pending, self._pending_bytes = None, [], 0
-            raise CacheError(
-                f"cannot {doing} in {self.path} ({err}); every clip listed in its manifest is kept: "
-                "free disk space and run `mark1 extract` again to resume"
-            ) from err
-
-    def add(self, key: str, features: np.ndarray, meta: dict[str, Any]) -> None:
-        """Append one clip's features [T',H',W',D] (float16) and its metadata (CLIP_FIELDS) to the open shard."""
-        if list(features.shape) != self.spec.grid or features.dtype != np.float16:
-            raise ValueError(
-                f"{key}: features {features.shape} {features.dtype}, cache expects {self.spec.grid} float16"
-            )
-        with self._disk(f"write {key}"):
-            if self._file is None:
-                self._open_shard()
-            name = f"clip_{len(self._pending):06d}"
-            ds = self._file.create_dataset(
-                name, data=features, chunks=features.shape
-            )  # chunk = one whole clip
-            ds.attrs["key"] = key
-            for field_name in CLIP_FIELDS:
-                ds.attrs[field_name] = meta[field_name]
-            self._pending.append(self._row(self._shard_name, name, dict(ds.attrs)))
-        self._pending_bytes += features.nbytes
-        if len(self._pending) >= self.shard_clips or self._pending_bytes >= self.shard_bytes:
-            self.flush()
-
-    def add_failure(self, key: str, error: str) -> None:
-        self.failures[key] = error
-        with self._disk("record a failed video"):
-            self._write_failures()
-
-    def _open_shard(self) -> None:
-        taken = [
-            int(p.name.split("-")[1].split(".")[0]) for p in self.shard_dir.glob(f"r{self.rank:03d}-*.h5*")
-        ]
-        self._shard_name = f"r{self.rank:03d}-{max(taken, default=-1) + 1:06d}.h5"
-        self._file_path = self.shard_dir / (self._shard_name + ".tmp")
-        self._file = h5py.File(self._file_path, "w")
-
-    def flush(self) -> None:
-        """Close the open shard durably (fsync + rename) and list its clips in the manifest."""
-        if self._file is None:
-            return
-        with self._disk(f"close shard {self._shard_name}"):
-            self._file.close()
-            with open(self._file_path, "rb+") as f:
-                os.fsync(f.fileno())
-            self._file = None
-            os.replace(self._file_path, self.shard_dir / self._shard_name)
-            _fsync_dir(self.shard_dir)
-            self._commit_rows(self._pending)
-            self._pending, self._pending_bytes = [], 0
-
-    def _commit_rows(self, rows: list[dict[str, Any]]) -> None:
-        new = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
-        self.manifest = pa.concat_tables([self.manifest, new])
-        sink = pa.BufferOutputStream()
-        pq.write_table(self.manifest, sink)
-        _write_atomic(self.path / self._manifest_file, sink.getvalue().to_pybytes())
-        committed = {row["key"] for row in rows}
-        if committed & set(self.failures):
-            self.failures = {k: v for k, v in self.failures.items() if k not in committed}
-            self._write_failures()
-
-    def _write_failures(self) -> None:
-        _write_atomic(self.path / self._failures_file, _failure_lines(self.failures))
-
-    def close(self) -> None:
-        try:
-            self.flush()
-        finally:
-            self._lock.close()

@@ -156,7 +156,7 @@ def test_leftover_temp_shard_and_unlisted_shard_are_handled_on_resume(
 def test_a_second_writer_is_refused_while_the_first_holds_the_lock(
     tiny, videos: Path, tmp_path: Path
 ) -> None:
-    from mark1.cache import CacheWriter
+    from mark1.cache_writer import CacheWriter
 
     encoder = VideoEncoder(load_encoder(str(tiny.encoder_dir)), tiny.num_frames)
     first = CacheWriter(tmp_path / "cache", encoder.spec())

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from mark1.cache import CacheWriter, merge_parts
+from mark1.cache_writer import CacheWriter, merge_parts
 from mark1.config import Config
 from mark1.distributed import barrier, init_distributed, local_device
 from mark1.encoder import VideoEncoder, pick_device

@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from mark1.errors import AnnotationError
 from mark1.prompt import LETTERS
 
@@ -63,8 +66,6 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
     suffix = path.suffix.lower()
     try:
         if suffix == ".parquet":
-            import pyarrow.parquet as pq
-
             return pq.read_table(path).to_pylist()
         text = path.read_bytes().decode("utf-8-sig")
         if suffix == ".jsonl":
@@ -86,7 +87,7 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
         raise AnnotationError(f"{path} is not UTF-8 text (byte {err.start}); re-save it as UTF-8") from err
     except json.JSONDecodeError as err:
         raise AnnotationError(f"{path} is not valid JSON (line {err.lineno}: {err.msg})") from err
-    except OSError as err:  # pyarrow's errors derive from OSError / ArrowInvalid
+    except (OSError, pa.ArrowException) as err:
         raise AnnotationError(f"cannot read {path}: {err}") from err
     if isinstance(data, dict) and isinstance(data.get("data"), list):
         return data["data"]

@@ -259,11 +259,11 @@ def train(
             "train.device_map": device_map,
         },
     )
-    table = Table("step", "epoch", "accuracy", "hit@1 1s", "mIoU", title="validation")
+    table = Table("step", "accuracy", "hit@1 1s", "mIoU", title="validation")
 
     def on_eval(step: int, metrics: dict) -> None:
         table.add_row(
-            str(step), "", *(f"{metrics.get(k, float('nan')):.3f}" for k in ("accuracy", "hit@1_1s", "mIoU"))
+            str(step), *(f"{metrics.get(k, float('nan')):.3f}" for k in ("accuracy", "hit@1_1s", "mIoU"))
         )
 
     with progress_bar("train", unit="steps") as update:

@@ -145,9 +145,18 @@ def test_every_bad_row_is_reported_with_its_row_and_id(tmp_path: Path) -> None:
         require_valid(path)
 
 
-@pytest.mark.parametrize("content", [b"\xff\xfe\x00garbage", b"{not json", b'{"data": 3}'])
-def test_unreadable_files_are_one_clear_error(tmp_path: Path, content: bytes) -> None:
-    path = tmp_path / "x.json"
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("x.json", b"\xff\xfe\x00garbage"),
+        ("x.json", b"{not json"),
+        ("x.json", b'{"data": 3}'),
+        ("x.parquet", b"PAR1 not really"),
+        ("x.jsonl", b'{"id": 1}\n{oops'),
+    ],
+)
+def test_unreadable_files_are_one_clear_error(tmp_path: Path, name: str, content: bytes) -> None:
+    path = tmp_path / name
     path.write_bytes(content)
     with pytest.raises(AnnotationError, match=str(path)):
         load_annotations(path)

@@ -275,10 +275,34 @@ def bench_train(
         "train", f"end-to-end step (decode + encode + step, batch {batch_size})", end_to_end * 1000, "ms"
     )
     result.add("train", "end to end / cached (epoch cost)", end_to_end / cached, "ratio")
+    step = step_flops(model, batch)
+    result.add(
+        "train",
+        "FLOP ratio, end to end / cached",
+        (step + batch_size * encoder_flops(encoder)) / step,
+        "ratio",
+    )
     result.add("train", "cached samples/s", batch_size / cached, "samples/s")
     peak = _peak_gib(device)
     if peak is not None:
         result.add("train", "peak GPU memory", peak, "GiB")
+
+
+def encoder_flops(encoder: VideoEncoder) -> float:
+    """Forward FLOPs of the encoder trunk for one clip: 2 x params x tokens + attention (QK^T and AV)."""
+    cfg = encoder.model.config
+    tokens = encoder.grid[0] * (cfg.crop_size // cfg.patch_size) ** 2
+    params = sum(p.numel() for p in encoder.model.encoder.parameters())
+    return 2 * params * tokens + 4 * cfg.num_hidden_layers * tokens**2 * cfg.hidden_size
+
+
+def step_flops(model: VideoQAModel, batch) -> float:
+    """FLOPs of one cached training step: the frozen LLM forward + backward to its inputs (no weight
+    gradients: 4 x params x tokens) and the projector forward + backward over the video tokens (6 x)."""
+    llm = sum(p.numel() for p in model.llm.parameters())
+    projector = sum(p.numel() for p in model.projector.parameters())
+    video_tokens = batch.features[0, ..., 0].numel()
+    return 4 * llm * batch.input_ids.numel() + 6 * projector * video_tokens * batch.features.shape[0]
 
 
 def bench_answer(result: BenchResult, model: VideoQAModel, grid: list[int]) -> None:

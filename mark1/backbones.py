@@ -225,7 +225,7 @@ def ensure_available(name: str) -> None:
 def _load(loader, name: str, what: str, **kwargs):
     ensure_available(name)
     looks_local = name.startswith((".", "/", "~")) or Path(name).exists()
-    if looks_local and not (Path(name) / "config.json").is_file() and what != "tokenizer":
+    if looks_local and not (Path(name) / "config.json").is_file():
         raise ConfigError(
             f"{what} directory {name!r} has no config.json; run `mark1 tiny-backbones --out DIR` "
             "or point --{what} at a Hugging Face model directory"
@@ -256,7 +256,8 @@ def load_llm(
 
 
 def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
-    return _load(AutoTokenizer.from_pretrained, name, "tokenizer")
+    """The LLM's own tokenizer, from the same hub id or directory (so the same checks and --llm apply)."""
+    return _load(AutoTokenizer.from_pretrained, name, "llm")
 
 
 def fingerprint(model: torch.nn.Module, config: dict) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from mark1.annotations import QARecord, load_annotations, match_videos, require_valid
+from mark1.annotations import QARecord, match_videos, require_valid
 from mark1.cache import FeatureCache
 from mark1.checkpoint import check_cache, load_config_of, load_projector, read_meta
 from mark1.config import Config
@@ -131,10 +131,7 @@ def predict(
     fallback letter "A", logged and counted.
     """
     cache = FeatureCache(cache_dir)
-    records, issues = load_annotations(annotations)
-    errors = [i for i in issues if i.level == "error"]
-    if errors:
-        raise AnnotationError(f"{annotations}: {len(errors)} problem(s): " + "; ".join(map(str, errors[:5])))
+    records = require_valid(annotations)  # without the cache: a missing video is a fallback, not an error
     unmatched = {i.row for i in match_videos(records, cache.keys())}
     model = load_for_scoring(checkpoint, cache, cfg)
     scored = {

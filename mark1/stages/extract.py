@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from mark1.cache import CLIP_FIELDS
 from mark1.cache_writer import CacheWriter, merge_parts
 from mark1.config import Config
 from mark1.distributed import barrier, init_distributed, local_device
@@ -142,13 +143,8 @@ def extract(
         frames = torch.stack([item.clip.frames for item in batch])  # (B, T, 3, crop, crop) uint8
         features = encoder(frames).to("cpu", torch.float16).numpy()
         for item, feats in zip(batch, features, strict=True):
-            meta = {
-                name: getattr(item.clip, name)
-                for name in ("duration_s", "fps", "num_source_frames", "width", "height")
-            }
-            writer.add(
-                item.key, np.ascontiguousarray(feats), {**meta, "frame_times_s": item.clip.frame_times_s}
-            )
+            meta = {name: getattr(item.clip, name) for name in CLIP_FIELDS}
+            writer.add(item.key, np.ascontiguousarray(feats), meta)
         result.num_extracted += len(batch)
         batch.clear()
 

@@ -27,13 +27,16 @@ from mark1.data import QADataset, collate
 from mark1.encoder import VideoEncoder, pick_device
 from mark1.model.connector import VideoQAModel
 from mark1.model.projector import Projector
-from mark1.stages.extract import extract
+from mark1.stages.extract import decode_loader, extract
 from mark1.synthetic import SignClip, write_video
 from mark1.video import load_clip
 
 log = logging.getLogger(__name__)
-STAGES = ("decode", "extract", "cache", "train", "answer")
-DECODE_SIZES = ((1280, 720), (2560, 1440))  # dashcam resolutions; RoadBuddy's clips are mostly 1440p
+STAGES = ("decode", "extract", "cache", "train", "answer", "infer")
+# (width, height, frames between keyframes) of the 10 s 30 fps clips the decode bench writes: dashcam
+# resolutions (RoadBuddy's clips are mostly 1440p) with a keyframe a second, and 720p with short GOPs.
+DECODE_CLIPS = ((1280, 720, 30), (1280, 720, 10), (2560, 1440, 30))
+QUESTION, CHOICES = "Biển báo trong video có màu gì?", ["A. Đỏ", "B. Xanh lá", "C. Xanh dương", "D. Vàng"]
 
 # Published sizes of the real backbones (facebook/vjepa2-vitg-fpc64-256, Qwen/Qwen3-0.6B).
 VITG = dict(
@@ -94,8 +97,37 @@ def _timed(fn: Callable[[], Any], device: torch.device, repeat: int = 1) -> floa
     return float(np.median(times))
 
 
-def _peak_gib(device: torch.device) -> float | None:
-    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+def _reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _add_peak(result: BenchResult, stage: str, device: torch.device, what: str = "peak GPU memory") -> float:
+    """Peak memory allocated since the last reset (CUDA only: torch does not track CPU allocations)."""
+    if device.type != "cuda":
+        return 0.0
+    peak = torch.cuda.max_memory_allocated(device) / 2**30
+    result.add(stage, what, peak, "GiB")
+    return peak
+
+
+def matmul_peak_flops(device: torch.device) -> float:
+    """FLOP/s of a large square matmul in the dtype training computes in (fp16 on CUDA, fp32 on CPU): the
+    measured ceiling that a training step's throughput is compared with."""
+    n, dtype = (8192, torch.float16) if device.type == "cuda" else (2048, torch.float32)
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    return 2 * n**3 / _timed(lambda: a @ b, device, repeat=5)
+
+
+def largest_batch(peaks_gib: dict[int, float], budget_gib: float) -> int:
+    """The largest batch whose peak memory fits `budget_gib`, from peaks measured at two batch sizes
+    (memory grows linearly with the batch: fixed weights and optimizer state, activations per sample)."""
+    (b1, m1), (b2, m2) = sorted(peaks_gib.items())[:2]
+    per_sample = (m2 - m1) / (b2 - b1)
+    fixed = m1 - per_sample * b1
+    if per_sample <= 0:
+        return b2
+    return max(0, int((budget_gib - fixed) / per_sample))
 
 
 def build_backbones(cfg: Config, size: str, device: torch.device) -> tuple[VideoEncoder, VideoQAModel]:
@@ -120,28 +152,41 @@ def bench_decode(
     crop_size: int,
     work: Path,
     repeat: int = 4,
-    sizes: tuple[tuple[int, int], ...] = DECODE_SIZES,
+    clips: tuple[tuple[int, int, int], ...] = DECODE_CLIPS,
+    backends: tuple[str, ...] = ("pyav", "decord"),
 ) -> None:
-    """Decode + preprocess clips/s per resolution (10 s, 30 fps, a keyframe a second), 1 vs 2 decode workers."""
-    from mark1.stages.extract import decode_loader
-
-    for width, height in sizes:
-        path = work / f"decode_{height}p.mp4"
-        write_video(path, SignClip(path.stem, 30, 10.0, width, height, "Đỏ", "Bên trái", 1.0, 2.5, 0))
+    """Decode + sample + preprocess clips/s per clip kind and backend, with 1 and 2 decode workers, and the
+    ratios that compare them."""
+    for width, height, gop in clips:
+        path = work / f"decode_{height}p_gop{gop}.mp4"
+        write_video(path, SignClip(path.stem, 30, 10.0, width, height, "Đỏ", "Bên trái", 1.0, 2.5, 0), gop)
         videos = [(f"{i}.mp4", path) for i in range(repeat)]
-        rates = {}
-        for workers in (1, 2):
-            start = time.perf_counter()
-            for _ in decode_loader(videos, num_frames, crop_size, workers):
-                pass
-            rates[workers] = repeat / (time.perf_counter() - start)
-            result.add("decode", f"{height}p, {workers} decode worker(s), decord", rates[workers], "clips/s")
-        result.add("decode", f"{height}p, 2 workers / 1 worker", rates[2] / rates[1], "ratio")
+        kind, best = f"{height}p gop {gop}", {}
+        for backend in backends:
+            rates = {}
+            for workers in (1, 2):
+                start = time.perf_counter()
+                for _ in decode_loader(videos, num_frames, crop_size, workers, backend):
+                    pass
+                rates[workers] = repeat / (time.perf_counter() - start)
+                result.add("decode", f"{kind}, {backend}, {workers} worker(s)", rates[workers], "clips/s")
+            result.add("decode", f"{kind}, {backend}, 2 workers / 1 worker", rates[2] / rates[1], "ratio")
+            best[backend] = max(rates.values())
+        for backend in backends[1:]:
+            result.add(
+                "decode",
+                f"{kind}, {backends[0]} / {backend} (best of each)",
+                best[backends[0]] / best[backend],
+                "ratio",
+            )
 
 
-def write_bench_clips(directory: Path, count: int, size: str) -> list[Path]:
-    """Clips to decode: 1280x720 30 fps 10 s for the full size (a dashcam's), small ones for tiny."""
-    width, height, seconds = (1280, 720, 10.0) if size == "full" else (320, 180, 4.0)
+BENCH_CLIP = (1280, 720, 10.0)  # what the extract and train benches write: a dashcam's 720p, 30 fps, 10 s
+INFER_CLIP = (2560, 1440, 10.0)  # RoadBuddy's clips: 1440p, 30 fps, 5-14 s
+
+
+def write_bench_clips(directory: Path, count: int, clip: tuple[int, int, float] = BENCH_CLIP) -> list[Path]:
+    width, height, seconds = clip
     paths = []
     for i in range(count):
         path = directory / f"bench_{i:03d}.mp4"
@@ -151,27 +196,47 @@ def write_bench_clips(directory: Path, count: int, size: str) -> list[Path]:
 
 
 def bench_extract(
-    result: BenchResult, cfg: Config, encoder: VideoEncoder, work: Path, num_clips: int
+    result: BenchResult,
+    cfg: Config,
+    encoder: VideoEncoder,
+    work: Path,
+    num_clips: int,
+    clip: tuple[int, int, float] = BENCH_CLIP,
+    backends: tuple[str, ...] = ("pyav", "decord"),
 ) -> Path:
+    """Per decode backend: decoding alone and the whole stage, with the same decode workers; the encoder
+    alone on preloaded frames. The stage overlaps decoding and encoding, so it should reach the slower."""
     videos = work / "videos"
-    paths = write_bench_clips(videos, num_clips, result.size)
-    device = encoder.device
-    start = time.perf_counter()
-    clips = [load_clip(p, encoder.num_frames, encoder.crop_size) for p in paths]
-    decode = num_clips / (time.perf_counter() - start)
-    batch = torch.stack([c.frames for c in clips[: cfg.extract.batch_size]])
+    paths = write_bench_clips(videos, num_clips, clip)
+    device, workers = encoder.device, cfg.extract.decode_workers
+    first = load_clip(paths[0], encoder.num_frames, encoder.crop_size)
+    batch = first.frames[None].expand(cfg.extract.batch_size, *first.frames.shape).contiguous()
+    _reset_peak(device)
     encode = batch.shape[0] / _timed(lambda: encoder(batch), device, repeat=3)
-    cache_dir = work / "cache"
-    stage = extract(cfg, videos, cache_dir, encoder=encoder)
-    whole = stage.num_extracted / stage.seconds
-    result.add("extract", "decode alone (1 process)", decode, "clips/s")
-    result.add("extract", "encoder alone (preloaded frames)", encode, "clips/s")
-    result.add("extract", f"whole stage ({cfg.extract.decode_workers} decode workers)", whole, "clips/s")
-    result.add("extract", "stage / slower of decode and encode", whole / min(decode, encode), "ratio")
+    result.add("extract", f"encoder alone (preloaded frames, batch {batch.shape[0]})", encode, "clips/s")
+    listed = [(p.name, p) for p in paths]
+    for backend in backends:
+        start = time.perf_counter()
+        for _ in decode_loader(listed, encoder.num_frames, encoder.crop_size, workers, backend):
+            pass
+        decode = num_clips / (time.perf_counter() - start)
+        cfg.extract.decode_backend = backend
+        stage = extract(cfg, videos, work / f"cache_{backend}", encoder=encoder)
+        whole = stage.num_extracted / stage.seconds
+        result.add("extract", f"{backend}: decode alone ({workers} workers)", decode, "clips/s")
+        result.add("extract", f"{backend}: whole stage", whole, "clips/s")
+        result.add(
+            "extract", f"{backend}: stage / slower of decode and encode", whole / min(decode, encode), "ratio"
+        )
+        result.add(
+            "extract",
+            f"{backend}: encoder busy share of the stage",
+            stage.encode_seconds / stage.seconds,
+            "ratio",
+        )
+    cache_dir = work / f"cache_{backends[0]}"
     result.add("extract", "bytes written per clip", FeatureCache(cache_dir).info()["bytes_per_clip"], "bytes")
-    peak = _peak_gib(device)
-    if peak is not None:
-        result.add("extract", "peak GPU memory", peak, "GiB")
+    _add_peak(result, "extract", device)
     return cache_dir
 
 
@@ -216,14 +281,13 @@ def bench_cache(
 
 
 def _records(cache: FeatureCache, count: int) -> list[QARecord]:
-    choices = ["A. Đỏ", "B. Xanh lá", "C. Xanh dương", "D. Vàng"]
     keys = cache.keys()
     return [
         QARecord(
             f"q{i}",
             keys[i % len(keys)],
-            "Biển báo trong video có màu gì?",
-            choices,
+            QUESTION,
+            CHOICES,
             i % 4,
             [2.0],
             [],
@@ -241,51 +305,61 @@ def bench_train(
     model: VideoQAModel,
     cache_dir: Path,
     videos: Path,
+    memory_gib: float | None = None,
 ) -> None:
+    """A cached training step against the same step that first decodes and encodes its clips (what every
+    epoch costs without the cache), its FLOP ratio, and its throughput against the device's matmul peak."""
     cache = FeatureCache(cache_dir)
     batch_size = cfg.train.batch_size
-    dataset = QADataset(_records(cache, batch_size), cache, model.tokenizer, model.num_video_tokens, 0.5)
-    batch = collate([dataset[i] for i in range(batch_size)])
+    records = _records(cache, 2 * batch_size)
+    dataset = QADataset(records, cache, model.tokenizer, model.num_video_tokens, 0.5)
     optimizer = torch.optim.AdamW(model.projector.parameters(), lr=1e-5)
     device = model.llm_device
     model.train(True)
 
-    def cached_step() -> None:
-        loss = model.loss(collate([dataset[i] for i in range(batch_size)]), 2.0, 10.0).total
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    def end_to_end_step() -> None:  # what an epoch costs without the cache: decode and encode every clip
-        clips = [
-            load_clip(videos / r.key, encoder.num_frames, encoder.crop_size)
-            for r in _records(cache, batch_size)
-        ]
-        batch.features = encoder(torch.stack([c.frames for c in clips])).to("cpu", torch.float16)
+    def step(batch) -> None:
         loss = model.loss(batch, 2.0, 10.0).total
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
+    def cached_step(size: int = batch_size) -> None:
+        step(collate([dataset[i] for i in range(size)]))
+
+    def end_to_end_step() -> None:  # decode and encode every clip of the batch, then the same step
+        batch = collate([dataset[i] for i in range(batch_size)])
+        clips = [
+            load_clip(videos / r.key, encoder.num_frames, encoder.crop_size) for r in records[:batch_size]
+        ]
+        batch.features = encoder(torch.stack([c.frames for c in clips])).to("cpu", torch.float16)
+        step(batch)
+
+    _reset_peak(device)
     cached = _timed(cached_step, device, repeat=3)
+    peaks = {batch_size: _add_peak(result, "train", device, f"peak GPU memory, batch {batch_size}")}
     end_to_end = _timed(end_to_end_step, device, repeat=2)
-    model.train(False)
     result.add("train", f"cached step (batch {batch_size})", cached * 1000, "ms")
-    result.add(
-        "train", f"end-to-end step (decode + encode + step, batch {batch_size})", end_to_end * 1000, "ms"
-    )
-    result.add("train", "end to end / cached (epoch cost)", end_to_end / cached, "ratio")
-    step = step_flops(model, batch)
+    result.add("train", "end-to-end step (decode + encode + the same step)", end_to_end * 1000, "ms")
+    result.add("train", "end to end / cached (an epoch's cost)", end_to_end / cached, "ratio")
+    flops = step_flops(model, collate([dataset[i] for i in range(batch_size)]))
+    e2e_flops = flops + batch_size * encoder_flops(encoder)
+    result.add("train", "FLOP ratio, end to end / cached", e2e_flops / flops, "ratio")
+    result.add("train", "cached samples/s", batch_size / cached, "samples/s")
+    peak = matmul_peak_flops(device)
+    result.add("train", "cached step, achieved", flops / cached / 1e12, "TFLOP/s")
     result.add(
         "train",
-        "FLOP ratio, end to end / cached",
-        (step + batch_size * encoder_flops(encoder)) / step,
+        f"share of this device's matmul peak ({peak / 1e12:.2f} TFLOP/s)",
+        flops / cached / peak,
         "ratio",
     )
-    result.add("train", "cached samples/s", batch_size / cached, "samples/s")
-    peak = _peak_gib(device)
-    if peak is not None:
-        result.add("train", "peak GPU memory", peak, "GiB")
+    if device.type == "cuda":  # memory grows linearly with the batch: two sizes give the largest that fits
+        _reset_peak(device)
+        cached_step(2 * batch_size)
+        peaks[2 * batch_size] = _add_peak(result, "train", device, f"peak GPU memory, batch {2 * batch_size}")
+        budget = memory_gib or torch.cuda.get_device_properties(device).total_memory / 2**30
+        result.add("train", f"largest batch within {budget:.1f} GiB", largest_batch(peaks, budget), "samples")
+    model.train(False)
 
 
 def encoder_flops(encoder: VideoEncoder) -> float:
@@ -308,38 +382,95 @@ def step_flops(model: VideoQAModel, batch) -> float:
 def bench_answer(result: BenchResult, model: VideoQAModel, grid: list[int]) -> None:
     """Scoring 4 choices: the prompt's KV cache reused (one batch) versus the prompt re-run per choice."""
     features = torch.randn(grid).half()  # the cost does not depend on the values
-    question, choices = "Biển báo trong video có màu gì?", ["A. Đỏ", "B. Xanh lá", "C. Xanh dương", "D. Vàng"]
     device = model.llm_device
-    reuse = _timed(lambda: model.answer(features, question, choices, reuse_prompt=True), device, 5)
-    rerun = _timed(lambda: model.answer(features, question, choices, reuse_prompt=False), device, 5)
+    reuse = _timed(lambda: model.answer(features, QUESTION, CHOICES, reuse_prompt=True), device, 5)
+    rerun = _timed(lambda: model.answer(features, QUESTION, CHOICES, reuse_prompt=False), device, 5)
     result.add("answer", "choices/s, shared-prompt KV cache (4 choices)", 4 / reuse, "choices/s")
     result.add("answer", "choices/s, prompt re-run per choice", 4 / rerun, "choices/s")
     result.add("answer", "KV cache / re-run", rerun / reuse, "ratio")
 
 
+def bench_infer(
+    result: BenchResult,
+    encoder: VideoEncoder,
+    model: VideoQAModel,
+    work: Path,
+    clip: tuple[int, int, float] = INFER_CLIP,
+    backends: tuple[str, ...] = ("pyav", "decord"),
+) -> None:
+    """`mark1 infer`'s steps on one clip at RoadBuddy's size: seconds to decode (per backend, in this
+    process, as infer does), encode and answer 4 choices."""
+    path = write_bench_clips(work / "infer", 1, clip)[0]
+    height = clip[1]
+    cpu = torch.device("cpu")
+    decode = {
+        backend: _timed(
+            lambda b=backend: load_clip(path, encoder.num_frames, encoder.crop_size, backend=b), cpu
+        )
+        for backend in backends
+    }
+    clip = load_clip(path, encoder.num_frames, encoder.crop_size)
+    _reset_peak(encoder.device)
+    encode = _timed(lambda: encoder(clip.frames[None]), encoder.device, repeat=3)
+    features = encoder(clip.frames[None])[0].to("cpu", torch.float16)
+    answer = _timed(lambda: model.answer(features, QUESTION, CHOICES), model.llm_device, repeat=3)
+    for backend, seconds in decode.items():
+        result.add("infer", f"decode {height}p ({backend})", seconds, "s")
+    result.add("infer", "encode", encode, "s")
+    result.add("infer", "answer (4 choices)", answer, "s")
+    result.add(
+        "infer", f"one question end to end ({backends[0]})", decode[backends[0]] + encode + answer, "s"
+    )
+    _add_peak(result, "infer", encoder.device)
+
+
 def run_bench(
-    stages: tuple[str, ...], cfg: Config, size: str = "tiny", device: str = "auto", num_clips: int = 8
+    stages: tuple[str, ...],
+    cfg: Config,
+    size: str = "tiny",
+    device: str = "auto",
+    num_clips: int = 8,
+    memory_gib: float | None = None,
+    clip: tuple[int, int, float] | None = None,
 ) -> BenchResult:
-    """Run the asked stages; extract runs whenever train needs its cache."""
+    """Run the asked stages; extract runs whenever train needs its cache. `memory_gib` caps this process's
+    GPU memory (15 emulates a 16 GB T4): a stage that does not fit is reported, and the run stops there.
+    `clip` (width, height, seconds) replaces the written clips' real sizes (720p; 1440p for infer)."""
     dev = pick_device(device)
     cfg.extract.device = str(dev)
     cfg.train.device_map = f"projector={dev},llm={dev}"
     cfg.extract.batch_size = min(cfg.extract.batch_size, num_clips)
     result = BenchResult(machine_name(dev), size)
-    with tempfile.TemporaryDirectory(prefix="mark1-bench-") as tmp:
-        work = Path(tmp)
-        if "decode" in stages:  # needs no backbones: the crop is the full model's unless the config is tiny
-            bench_decode(result, cfg.video.num_frames, 256 if size == "full" else 64, work)
-        if stages == ("decode",):
-            return result
-        encoder, model = build_backbones(cfg, size, dev)
-        if {"extract", "train"} & set(stages):
-            cache_dir = bench_extract(result, cfg, encoder, work, num_clips)
-        if "cache" in stages:
-            bench_cache(result, encoder, work)
-        if "train" in stages:
-            bench_train(result, cfg, encoder, model, cache_dir, work / "videos")
-        if "answer" in stages:
-            bench_answer(result, model, encoder.grid)
+    if memory_gib is not None and dev.type == "cuda":
+        total = torch.cuda.get_device_properties(dev).total_memory / 2**30
+        torch.cuda.set_per_process_memory_fraction(min(1.0, memory_gib / total), dev)
+    stage = "decode"
+    try:
+        with tempfile.TemporaryDirectory(prefix="mark1-bench-") as tmp:
+            work = Path(tmp)
+            if "decode" in stages:  # needs no backbones: the full model's crop unless the config is tiny
+                bench_decode(result, cfg.video.num_frames, 256 if size == "full" else 64, work)
+            if stages == ("decode",):
+                return result
+            stage = "load"
+            encoder, model = build_backbones(cfg, size, dev)
+            if {"extract", "train"} & set(stages):
+                stage = "extract"
+                cache_dir = bench_extract(result, cfg, encoder, work, num_clips, clip or BENCH_CLIP)
+            runs = {
+                "cache": lambda: bench_cache(result, encoder, work),
+                "train": lambda: bench_train(
+                    result, cfg, encoder, model, cache_dir, work / "videos", memory_gib
+                ),
+                "answer": lambda: bench_answer(result, model, encoder.grid),
+                "infer": lambda: bench_infer(result, encoder, model, work, clip or INFER_CLIP),
+            }
+            for stage, run in runs.items():
+                if stage in stages:
+                    run()
+    except torch.cuda.OutOfMemoryError:
+        budget = memory_gib or torch.cuda.get_device_properties(dev).total_memory / 2**30
+        result.add(stage, "out of GPU memory within this budget: the run stopped here", budget, "GiB")
+        stages = (*stages, stage)
     result.rows = [r for r in result.rows if r["stage"] in stages]
     return result

@@ -50,6 +50,10 @@ EncoderOpt = Annotated[
     str | None, typer.Option("--encoder", help="Video encoder: hub id or local directory.")
 ]
 LlmOpt = Annotated[str | None, typer.Option("--llm", help="LLM: hub id or local directory.")]
+DecodeBackendOpt = Annotated[
+    str | None,
+    typer.Option(help="auto (the fastest here: pyav), pyav or decord; every backend gives the same frames."),
+]
 
 
 def build_config(
@@ -113,6 +117,7 @@ def extract(
     decode_workers: Annotated[
         int | None, typer.Option(help="Decoding processes (0: in the main process).")
     ] = None,
+    decode_backend: DecodeBackendOpt = None,
     set_: SetOpt = None,
 ) -> None:
     """Stage one: run the frozen video encoder once over every video and write the feature cache (resumable)."""
@@ -128,6 +133,7 @@ def extract(
             "extract.device": device,
             "extract.batch_size": batch_size,
             "extract.decode_workers": decode_workers,
+            "extract.decode_backend": decode_backend,
         },
     )
     with progress_bar("extract") as update:
@@ -360,6 +366,7 @@ def infer(
     device_map: Annotated[
         str | None, typer.Option(help="e.g. encoder=cuda:0,projector=cuda:1,llm=cuda:1.")
     ] = None,
+    decode_backend: DecodeBackendOpt = None,
 ) -> None:
     """One video, one question, one pass: decode, encode, project, answer, and point at the moments."""
     from mark1.stages.infer import Mark1, save_timeline
@@ -370,7 +377,7 @@ def infer(
         checkpoint_config(checkpoint),
         encoder=encoder,
         llm=llm,
-        **{"train.device_map": device_map},
+        **{"train.device_map": device_map, "extract.decode_backend": decode_backend},
     )
     model = Mark1.from_pretrained(checkpoint, cfg)
     result = model.answer(video, question, choice or None, max_new_tokens)
@@ -391,12 +398,18 @@ def infer(
 
 @app.command()
 def bench(
-    stage: Annotated[str, typer.Argument(help="extract, cache, train, answer or all.")] = "all",
+    stage: Annotated[
+        str, typer.Argument(help="decode, extract, cache, train, answer, infer or all.")
+    ] = "all",
     size: Annotated[
         str, typer.Option(help="tiny (the tiny backbones) or full (ViT-g + Qwen3-0.6B, random weights).")
     ] = "tiny",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda:0, ...")] = "auto",
     clips: Annotated[int, typer.Option(help="Clips the benchmark writes and extracts.")] = 8,
+    memory_gb: Annotated[
+        float | None,
+        typer.Option(help="Cap this process's GPU memory in GiB (15 emulates a 16 GB T4's usable memory)."),
+    ] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the figures as JSON.")] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
@@ -408,7 +421,7 @@ def bench(
     if not set(stages) <= set(STAGES) or size not in ("tiny", "full"):
         raise typer.BadParameter(f"stage must be one of {', '.join(STAGES)} or all; size tiny or full")
     with console.status(f"benchmarking {', '.join(stages)} ({size})"):
-        result = run_bench(stages, build_config(config or "tiny", set_), size, device, clips)
+        result = run_bench(stages, build_config(config or "tiny", set_), size, device, clips, memory_gb)
     table = Table("stage", "figure", "value", "unit", title=f"mark1 bench ({size}) on {result.machine}")
     for row in result.rows:
         table.add_row(row["stage"], row["figure"], f"{row['value']:,.3f}", row["unit"])

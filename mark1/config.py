@@ -17,6 +17,7 @@ import yaml
 from mark1.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).parent / "configs"
+DECODE_BACKENDS = ("auto", "pyav", "decord")  # auto: the fastest here, see mark1.video.resolve_backend
 
 
 def mark1_home() -> Path:
@@ -42,6 +43,7 @@ class VideoConfig:
 class ExtractConfig:
     batch_size: int = 4  # clips per encoder call
     decode_workers: int = 2  # decoding processes feeding the encoder; 0 decodes in the main process
+    decode_backend: str = "auto"  # auto, pyav or decord: same frames, see mark1.video
     shard_clips: int = 256  # roll a shard over after this many clips...
     shard_mb: int = 1024  # ...or this many megabytes
     device: str = "auto"  # auto = cuda:0 when present, else cpu
@@ -52,6 +54,10 @@ class ExtractConfig:
                 raise ConfigError(f"extract.{name} must be >= 1, got {getattr(self, name)!r}")
         if self.decode_workers < 0:
             raise ConfigError(f"extract.decode_workers must be >= 0, got {self.decode_workers!r}")
+        if self.decode_backend not in DECODE_BACKENDS:
+            raise ConfigError(
+                f"extract.decode_backend must be one of {', '.join(DECODE_BACKENDS)}, got {self.decode_backend!r}"
+            )
 
 
 @dataclass

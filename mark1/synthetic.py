@@ -88,8 +88,9 @@ def render_frame(clip: SignClip, index: int, noise: np.random.Generator) -> np.n
     return frame
 
 
-def write_video(path: Path, clip: SignClip) -> None:
-    """Encode the clip as H.264 in an MP4 with PyAV."""
+def write_video(path: Path, clip: SignClip, keyframe_every: int | None = None) -> None:
+    """Encode the clip as H.264 in an MP4 with PyAV, a keyframe every `keyframe_every` frames (default:
+    each second, as cameras do)."""
     import av  # only generating videos needs PyAV
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -97,7 +98,7 @@ def write_video(path: Path, clip: SignClip) -> None:
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=clip.fps)
         stream.width, stream.height, stream.pix_fmt = clip.width, clip.height, "yuv420p"
-        stream.options = {"g": str(clip.fps), "preset": "veryfast"}  # a keyframe each second, as cameras do
+        stream.options = {"g": str(keyframe_every or clip.fps), "preset": "veryfast"}
         for index in range(round(clip.duration_s * clip.fps)):
             frame = av.VideoFrame.from_ndarray(render_frame(clip, index, noise), format="rgb24")
             container.mux(stream.encode(frame))

@@ -1,4 +1,4 @@
-"""Video files → sampled frames: discovery, uniform sampling, decoding (decord) and V-JEPA2 preprocessing."""
+"""Video files → sampled frames: discovery, uniform sampling, decoding (PyAV or decord) and V-JEPA2 preprocessing."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mark1.errors import VideoError
+from mark1.config import DECODE_BACKENDS
+from mark1.errors import ConfigError, VideoError
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".avi", ".mov", ".webm")
 # ImageNet statistics, as VJEPA2VideoProcessor uses them.
@@ -84,42 +85,135 @@ def normalize(frames: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch
     return ((frames.float() / 255.0 - mean) / std).to(dtype)
 
 
-def load_clip(path: Path, num_frames: int, crop_size: int, num_threads: int = 0) -> Clip:
-    """Decode `num_frames` uniformly sampled frames of `path` with decord and preprocess them.
+@dataclass
+class _Sampled:
+    """What a decoder returns: the sampled RGB frames and the container's timing, in seconds."""
 
-    Raises VideoError naming the file when it cannot be opened or decoded.
-    """
+    pixels: np.ndarray  # (T, H, W, 3) uint8
+    times_s: np.ndarray  # presentation time of each sampled frame
+    start_s: float  # first frame's presentation time
+    end_s: float  # end of the last frame
+    fps: float
+    num_source_frames: int
+
+
+def resolve_backend(name: str) -> str:
+    """`auto` → pyav: its keyframe-aware seeking with frame threads decodes 1.2-1.5x faster than decord on
+    the same clips, with identical pixels (`mark1 bench decode`, docs/performance.md)."""
+    if name not in DECODE_BACKENDS:
+        raise ConfigError(f"decode backend must be one of {', '.join(DECODE_BACKENDS)}, got {name!r}")
+    return "pyav" if name == "auto" else name
+
+
+def _decode_decord(path: Path, num_frames: int, num_threads: int) -> _Sampled:
     import decord  # imported here: decord's import is slow and only decoding needs it
 
+    reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=num_threads)
+    num_source = len(reader)
+    if num_source < 1:
+        raise VideoError(f"{path}: no video frames")
+    indices = sample_indices(num_source, num_frames).tolist()
+    stamps = reader.get_frame_timestamp([0, num_source - 1])
+    return _Sampled(
+        pixels=reader.get_batch(indices).asnumpy(),
+        times_s=reader.get_frame_timestamp(indices)[:, 0],
+        start_s=float(stamps[0, 0]),
+        end_s=float(stamps[1, 1]),
+        fps=float(reader.get_avg_fps()),
+        num_source_frames=num_source,
+    )
+
+
+def _decode_pyav(path: Path, num_frames: int, num_threads: int) -> _Sampled:
+    """Index the frames from the packets alone (no decoding), then decode only what the samples need."""
+    import av
+
+    with av.open(str(path)) as container:
+        if not container.streams.video:
+            raise VideoError(f"{path}: no video stream")
+        stream = container.streams.video[0]
+        packets = sorted(
+            (p.pts if p.pts is not None else p.dts, p.duration or 0, p.is_keyframe)
+            for p in container.demux(stream)
+            if p.size and (p.pts is not None or p.dts is not None)  # skip the demuxer's empty flush packets
+        )
+        if not packets:
+            raise VideoError(f"{path}: no video frames")
+        stamps = np.array([p[0] for p in packets])
+        keyframes = np.array([p[0] for p in packets if p[2]])
+        wanted = stamps[sample_indices(len(stamps), num_frames)]
+        stream.thread_type, stream.thread_count = "FRAME", num_threads  # 0: as many threads as cores
+        pictures = _decode_at(container, stream, sorted(set(wanted.tolist())), keyframes, path)
+        time_base = float(stream.time_base)
+        rate = stream.average_rate or stream.guessed_rate
+    fps = float(rate) if rate else 0.0
+    last_duration = packets[-1][1] * time_base or (1.0 / fps if fps else 0.0)
+    return _Sampled(
+        pixels=np.stack([pictures[t] for t in wanted.tolist()]),
+        times_s=wanted * time_base,
+        start_s=float(stamps[0]) * time_base,
+        end_s=float(stamps[-1]) * time_base + last_duration,
+        fps=fps,
+        num_source_frames=len(stamps),
+    )
+
+
+def _decode_at(container, stream, targets: list[int], keyframes: np.ndarray, path: Path) -> dict:
+    """RGB frames at the presentation stamps `targets` (sorted). Before each target, seek to the keyframe
+    preceding it when that keyframe lies ahead of the decoder; otherwise decode on. So short GOPs cost
+    a few frames per sample, and long ones (or close samples) are decoded once, sequentially."""
+    pictures: dict[int, np.ndarray] = {}
+    frames, position = None, None
+    for target in targets:
+        before = keyframes[keyframes <= target]
+        keyframe = int(before[-1]) if len(before) else None
+        if frames is None or (keyframe is not None and keyframe > position):
+            container.seek(targets[0] if keyframe is None else keyframe, stream=stream, backward=True)
+            frames = container.decode(stream)
+        for frame in frames:
+            position = frame.pts
+            if position is None:
+                raise VideoError(f"{path}: frames without timestamps; try --decode-backend decord")
+            if position >= target:  # the frame shown at `target` (the next one if it did not decode)
+                pictures[target] = frame.to_ndarray(format="rgb24")
+                break
+        else:
+            raise VideoError(f"{path}: the video ends before its frame at {target * stream.time_base:.3f} s")
+    return pictures
+
+
+DECODERS = {"pyav": _decode_pyav, "decord": _decode_decord}
+
+
+def load_clip(
+    path: Path, num_frames: int, crop_size: int, num_threads: int = 0, backend: str = "auto"
+) -> Clip:
+    """Decode `num_frames` uniformly sampled frames of `path` and preprocess them for the encoder.
+
+    `num_threads` decoder threads (0: the decoder's choice). Raises VideoError naming the file when it
+    cannot be opened or decoded.
+    """
+    decode = DECODERS[resolve_backend(backend)]
     if not path.is_file():
         raise VideoError(f"{path}: no such video file")
     if path.stat().st_size == 0:
         raise VideoError(f"{path}: empty file (0 bytes)")
     try:
-        reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=num_threads)
-        num_source = len(reader)
-        if num_source < 1:
-            raise VideoError(f"{path}: no video frames")
-        indices = sample_indices(num_source, num_frames)
-        pixels = reader.get_batch(indices.tolist()).asnumpy()  # (T, H, W, 3) uint8
-        stamps = reader.get_frame_timestamp(np.arange(num_source)[[0, -1]].tolist())
-        times = reader.get_frame_timestamp(indices.tolist())[:, 0]
-        fps = float(reader.get_avg_fps())
+        sampled = decode(path, num_frames, num_threads)
     except VideoError:
         raise
-    except Exception as err:  # decord raises its own types for every container/codec failure
+    except Exception as err:  # each decoder raises its own types for every container/codec failure
         raise VideoError(
             f"{path}: cannot decode ({type(err).__name__}: {str(err).splitlines()[0][:200]})"
         ) from err
-    start = float(stamps[0, 0])
-    height, width = pixels.shape[1:3]
-    frames = torch.from_numpy(pixels).permute(0, 3, 1, 2)  # (T, 3, H, W)
+    height, width = sampled.pixels.shape[1:3]
+    frames = torch.from_numpy(sampled.pixels).permute(0, 3, 1, 2)  # (T, 3, H, W)
     return Clip(
         frames=resize_and_crop(frames, crop_size),
-        frame_times_s=[round(float(t) - start, 6) for t in times],
-        duration_s=round(float(stamps[1, 1]) - start, 6),
-        fps=fps,
-        num_source_frames=num_source,
+        frame_times_s=[round(float(t) - sampled.start_s, 6) for t in sampled.times_s],
+        duration_s=round(sampled.end_s - sampled.start_s, 6),
+        fps=sampled.fps,
+        num_source_frames=sampled.num_source_frames,
         width=int(width),
         height=int(height),
     )

@@ -135,7 +135,8 @@ def test_audio_only_file_is_a_video_error(tmp_path: Path) -> None:
         load_clip(tmp_path / "audio.mp4", 16, 64)
 
 
-def test_variable_frame_rate_times_come_from_each_frames_timestamp(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["pyav", "decord"])
+def test_variable_frame_rate_times_come_from_each_frames_timestamp(tmp_path: Path, backend: str) -> None:
     from fractions import Fraction
 
     import av
@@ -152,6 +153,62 @@ def test_variable_frame_rate_times_come_from_each_frames_timestamp(tmp_path: Pat
             pts += 20 if i < 20 else 80
             container.mux(stream.encode(frame))
         container.mux(stream.encode())
-    clip = load_clip(path, 8, 64)
+    clip = load_clip(path, 8, 64, backend=backend)
     # frames 2, 7, ..., 37 (uniform in frame index), at their real presentation times
     assert np.allclose(clip.frame_times_s, [0.04, 0.14, 0.24, 0.34, 0.56, 0.96, 1.36, 1.76], atol=1e-3)
+
+
+def _encode(path: Path, codec: str, frames: int, options: dict[str, str] | None = None) -> None:
+    """A 160x96 25 fps clip whose frames all differ (a grey level a frame, a bar that grows)."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=25)
+        stream.width, stream.height, stream.pix_fmt = 160, 96, "yuv420p"
+        stream.options = options or {}
+        for i in range(frames):
+            image = np.full((96, 160, 3), 10 + 2 * i, np.uint8)
+            image[:48, : (i * 7) % 160] = 255  # top half: the grey level stays visible below
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+
+
+@pytest.mark.parametrize(
+    ("name", "codec", "frames", "options"),
+    [
+        ("a.avi", "mpeg4", 40, None),
+        ("b.mkv", "libx264", 40, None),
+        ("c.mov", "libx264", 40, None),
+        ("d.webm", "libvpx-vp9", 40, None),
+        ("short_gop_bframes.mp4", "libx264", 100, {"bf": "3", "g": "6"}),
+        ("one_gop.mp4", "libx264", 100, {"g": "300"}),
+        ("one_frame.mp4", "libx264", 1, None),
+    ],
+)
+def test_pyav_and_decord_give_the_same_frames_and_times(
+    tmp_path: Path, name: str, codec: str, frames: int, options: dict | None
+) -> None:
+    """The keyframe-seeking PyAV decoder and decord: same sampled frames (pixel for pixel) and timing."""
+    _encode(tmp_path / name, codec, frames, options)
+    pyav, decord = (load_clip(tmp_path / name, 16, 64, backend=b) for b in ("pyav", "decord"))
+    assert torch.equal(pyav.frames, decord.frames)
+    assert pyav.frame_times_s == decord.frame_times_s
+    assert (pyav.duration_s, pyav.num_source_frames, pyav.fps) == (
+        decord.duration_s,
+        decord.num_source_frames,
+        decord.fps,
+    )
+    assert len(torch.unique(pyav.frames.flatten(1), dim=0)) == min(frames, 16)  # 16 different frames
+
+
+def test_both_backends_refuse_broken_files_naming_them(tmp_path: Path) -> None:
+    from mark1.errors import VideoError
+
+    write_video(tmp_path / "c.mp4", SignClip("c", 30, 4.0, 160, 96, "Đỏ", "Bên trái", 1.0, 2.0, 0))
+    data = (tmp_path / "c.mp4").read_bytes()
+    (tmp_path / "cut.mp4").write_bytes(data[: len(data) * 9 // 10])
+    (tmp_path / "text.mp4").write_text("not a video")
+    for name in ("cut.mp4", "text.mp4"):
+        for backend in ("pyav", "decord"):
+            with pytest.raises(VideoError, match=name):
+                load_clip(tmp_path / name, 16, 64, backend=backend)

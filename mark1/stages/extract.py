@@ -19,7 +19,7 @@ from mark1.config import Config
 from mark1.distributed import barrier, init_distributed, local_device
 from mark1.encoder import VideoEncoder, pick_device
 from mark1.errors import VideoError
-from mark1.video import Clip, find_videos, load_clip, video_key
+from mark1.video import Clip, find_videos, load_clip, resolve_backend, video_key
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,7 @@ class ExtractResult:
     num_skipped: int  # already in the cache
     num_failed: int  # recorded in failures.jsonl by this run
     seconds: float
+    encode_seconds: float = 0.0  # of `seconds`, spent in the encoder (its busy share: encode / seconds)
     interrupted: bool = False
 
 
@@ -46,14 +47,10 @@ class _DecodeDataset(Dataset):
     """Decodes one video per item; a failure becomes a value, never an exception, so the run goes on."""
 
     def __init__(
-        self, videos: list[tuple[str, Path]], num_frames: int, crop_size: int, num_threads: int
+        self, videos: list[tuple[str, Path]], num_frames: int, crop_size: int, num_threads: int, backend: str
     ) -> None:
-        self.videos, self.num_frames, self.crop_size, self.num_threads = (
-            videos,
-            num_frames,
-            crop_size,
-            num_threads,
-        )
+        self.videos, self.num_frames, self.crop_size = videos, num_frames, crop_size
+        self.num_threads, self.backend = num_threads, backend
 
     def __len__(self) -> int:
         return len(self.videos)
@@ -61,7 +58,8 @@ class _DecodeDataset(Dataset):
     def __getitem__(self, index: int) -> DecodedVideo:
         key, path = self.videos[index]
         try:
-            return DecodedVideo(key, load_clip(path, self.num_frames, self.crop_size, self.num_threads))
+            clip = load_clip(path, self.num_frames, self.crop_size, self.num_threads, self.backend)
+            return DecodedVideo(key, clip)
         except VideoError as err:
             return DecodedVideo(key, None, str(err))
 
@@ -81,11 +79,11 @@ def list_videos(videos_dir: Path, limit: int | None = None) -> list[tuple[str, P
 
 
 def decode_loader(
-    videos: list[tuple[str, Path]], num_frames: int, crop_size: int, workers: int
+    videos: list[tuple[str, Path]], num_frames: int, crop_size: int, workers: int, backend: str = "auto"
 ) -> DataLoader:
     """Decoded videos in order, `workers` processes ahead of the consumer so decoding overlaps encoding."""
-    threads = max(1, (os.cpu_count() or 1) // max(1, workers))  # decord threads per worker: share the cores
-    dataset = _DecodeDataset(videos, num_frames, crop_size, threads)
+    threads = max(1, (os.cpu_count() or 1) // max(1, workers))  # decoder threads per worker: share the cores
+    dataset = _DecodeDataset(videos, num_frames, crop_size, threads, backend)
     return DataLoader(
         dataset,
         batch_size=None,
@@ -141,7 +139,9 @@ def extract(
 
     def encode_batch() -> None:
         frames = torch.stack([item.clip.frames for item in batch])  # (B, T, 3, crop, crop) uint8
-        features = encoder(frames).to("cpu", torch.float16).numpy()
+        began = time.perf_counter()
+        features = encoder(frames).to("cpu", torch.float16).numpy()  # the copy waits for the GPU
+        result.encode_seconds += time.perf_counter() - began
         for item, feats in zip(batch, features, strict=True):
             meta = {name: getattr(item.clip, name) for name in CLIP_FIELDS}
             writer.add(item.key, np.ascontiguousarray(feats), meta)
@@ -151,7 +151,10 @@ def extract(
     try:
         if todo:
             workers = min(cfg.extract.decode_workers, len(todo))
-            for index, item in enumerate(decode_loader(todo, encoder.num_frames, encoder.crop_size, workers)):
+            backend = resolve_backend(cfg.extract.decode_backend)
+            log.info("decoding with %s in %d worker(s)", backend, workers)
+            loader = decode_loader(todo, encoder.num_frames, encoder.crop_size, workers, backend)
+            for index, item in enumerate(loader):
                 if item.clip is None:
                     log.warning("skipped %s", item.error)
                     writer.add_failure(item.key, item.error or "unknown error")

@@ -34,8 +34,10 @@ class InferResult:
 class Mark1:
     """The Python API of `mark1 infer`: `Mark1.from_pretrained("runs/NAME/best").answer(video, question, choices)`."""
 
-    def __init__(self, encoder: VideoEncoder, model: VideoQAModel, spec: CacheSpec) -> None:
-        self.encoder, self.model, self.spec = encoder, model, spec
+    def __init__(
+        self, encoder: VideoEncoder, model: VideoQAModel, spec: CacheSpec, decode_backend: str = "auto"
+    ) -> None:
+        self.encoder, self.model, self.spec, self.decode_backend = encoder, model, spec, decode_backend
 
     @classmethod
     def from_pretrained(cls, checkpoint: Path | str, cfg: Config | None = None) -> Mark1:
@@ -52,14 +54,15 @@ class Mark1:
         check_cache(meta, spec, checkpoint)  # the encoder must give the features the projector was trained on
         projector = load_projector(checkpoint)
         together = f"projector={placement['llm']},llm={placement['llm']}"  # the projector sits with the LLM
-        return cls(encoder, VideoQAModel.load(cfg, spec.grid[-1], projector, device_map=together), spec)
+        model = VideoQAModel.load(cfg, spec.grid[-1], projector, device_map=together)
+        return cls(encoder, model, spec, cfg.extract.decode_backend)
 
     def features(self, clip: Clip) -> torch.Tensor:
         """(T', H', W', D) features of a decoded clip, rounded to float16 exactly as the cache stores them."""
         return self.encoder(clip.frames[None])[0].to("cpu", torch.float16)
 
     def decode(self, video: Path) -> Clip:
-        return load_clip(Path(video), self.spec.num_frames, self.spec.crop_size)
+        return load_clip(Path(video), self.spec.num_frames, self.spec.crop_size, backend=self.decode_backend)
 
     def answer(
         self, video: Path | str, question: str, choices: list[str] | None = None, max_new_tokens: int = 64

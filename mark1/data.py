@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -29,6 +29,11 @@ class Batch:
     labels: torch.Tensor  # (B, S) answer token ids, IGNORE elsewhere
     saliency_target: torch.Tensor  # (B, T') 0/1
     has_support: torch.Tensor  # (B,) bool: rows without support frames train the answer only
+
+    def pin_memory(self) -> Batch:
+        """Page-locked copies (the DataLoader calls this with pin_memory=True): copies to a GPU then run
+        asynchronously instead of making the host wait."""
+        return Batch(**{f.name: getattr(self, f.name).pin_memory() for f in fields(self)})
 
 
 def saliency_targets(times: np.ndarray, support_frames: list[float], radius_s: float) -> np.ndarray:

@@ -111,6 +111,28 @@ def test_gradients_reach_the_projector_and_never_the_llm(model: VideoQAModel, ti
     )
 
 
+def test_loss_equals_the_full_logits_reference_on_a_mixed_batch(model: VideoQAModel, tiny) -> None:
+    """Answers of different lengths (padding), one row with support frames and one without: the loss read at
+    answer positions found on the CPU equals CE over the full logits and BCE over the supported row."""
+    import torch.nn.functional as F
+
+    rows = [_record(answer=0, support=[2.0]), _record(answer=2)]  # "A. Đỏ" and the longer "C. Xanh dương"
+    examples = [make_example(r, model.tokenizer, model.num_video_tokens, np.arange(8.0), 0.5) for r in rows]
+    rng = np.random.default_rng(0)
+    batch = collate([(rng.standard_normal(tiny.grid).astype(np.float16), e) for e in examples])
+    model.train(False)
+    out = model.loss(batch, lambda_temp=2.0, pos_weight=10.0)
+    projected = model.project(batch.features, batch.question_ids, batch.question_mask)
+    embeds = model.embed_prompt(batch.input_ids, projected.soft_tokens)
+    logits = model.llm(inputs_embeds=embeds, attention_mask=batch.attention_mask).logits
+    answer = F.cross_entropy(logits[:, :-1].flatten(0, 1), batch.labels[:, 1:].flatten(), ignore_index=IGNORE)
+    saliency = F.binary_cross_entropy_with_logits(
+        projected.saliency_logits[:1], batch.saliency_target[:1], pos_weight=torch.tensor(10.0)
+    )
+    assert torch.allclose(out.answer, answer, atol=1e-5) and torch.allclose(out.saliency, saliency, atol=1e-6)
+    assert torch.allclose(out.total, answer + 2.0 * saliency, atol=1e-5)
+
+
 def test_kv_cache_scoring_equals_rerunning_the_prompt(model: VideoQAModel, tiny) -> None:
     features = torch.randn(*tiny.grid)
     choices = ["A. Đỏ", "B. Xanh lá", "C. Xanh dương", "D. Vàng"]

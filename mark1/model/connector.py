@@ -133,43 +133,46 @@ class VideoQAModel(torch.nn.Module):
 
     def embed_prompt(self, input_ids: torch.Tensor, soft_tokens: torch.Tensor) -> torch.Tensor:
         """LLaVA-style splice: the soft tokens replace the embeddings of the VIDEO_TOKEN placeholders."""
-        input_ids = input_ids.to(self.llm_device)
-        with torch.no_grad():
-            embeds = self.llm.get_input_embeddings()(input_ids)
-        placeholders = input_ids == self.video_token_id
+        placeholders = input_ids == self.video_token_id  # checked where the ids are (the CPU): no GPU sync
         per_row = placeholders.sum(dim=1)
         if not torch.all(per_row == soft_tokens.shape[1]):
             raise ValueError(
                 f"prompt has {per_row.tolist()} video placeholders, projector gives "
                 f"{soft_tokens.shape[1]} soft tokens per row"
             )
+        with torch.no_grad():
+            embeds = self.llm.get_input_embeddings()(input_ids.to(self.llm_device, non_blocking=True))
         soft = soft_tokens.to(self.llm_device, embeds.dtype)
-        return embeds.masked_scatter(placeholders.unsqueeze(-1), soft)
+        return embeds.masked_scatter(placeholders.to(self.llm_device).unsqueeze(-1), soft)
 
     def loss(self, batch: Batch, lambda_temp: float, pos_weight: float) -> LossOutput:
-        """Cross-entropy on the answer tokens only + lambda_temp * BCE(pos_weight) on the saliency targets."""
+        """Cross-entropy on the answer tokens only + lambda_temp * BCE(pos_weight) on the saliency targets.
+
+        Which positions are answer tokens and which rows have support frames is read from the batch on the
+        CPU, so the step never waits on the GPU to find them (no boolean indexing of device tensors).
+        """
         out = self.project(batch.features, batch.question_ids, batch.question_mask)
         embeds = self.embed_prompt(batch.input_ids, out.soft_tokens)
-        labels = batch.labels.to(self.llm_device)
+        llm, dev = self.llm_device, self.projector_device
+        targets = batch.labels[:, 1:]  # hidden state i predicts token i + 1
+        rows, cols = (targets != IGNORE).nonzero(as_tuple=True)
         with self._autocast():
             hidden = self.llm.get_decoder()(
-                inputs_embeds=embeds, attention_mask=batch.attention_mask.to(self.llm_device)
+                inputs_embeds=embeds, attention_mask=batch.attention_mask.to(llm, non_blocking=True)
             ).last_hidden_state
             # Logits only where the loss needs them: the answer positions, not the whole vocabulary x sequence.
-            targets = labels[:, 1:]
-            picked = hidden[:, :-1][targets != IGNORE]
+            picked = hidden[rows.to(llm, non_blocking=True), cols.to(llm, non_blocking=True)]
             logits = self.llm.get_output_embeddings()(picked).float()
-        answer = F.cross_entropy(logits, targets[targets != IGNORE])
-        answer = answer.to(self.projector_device)
-        # Zero, but through the head: every projector parameter gets a gradient, as DDP expects.
-        saliency = out.saliency_logits.sum() * 0.0
-        has = batch.has_support.to(self.projector_device)
-        if has.any():
-            target = batch.saliency_target.to(self.projector_device)[has]
-            weight = torch.tensor(pos_weight, device=self.projector_device)
+        answer = F.cross_entropy(logits, targets[rows, cols].to(llm, non_blocking=True)).to(dev)
+        supported = batch.has_support.nonzero().squeeze(1)
+        if len(supported):
             saliency = F.binary_cross_entropy_with_logits(
-                out.saliency_logits[has].float(), target, pos_weight=weight
+                out.saliency_logits[supported.to(dev, non_blocking=True)].float(),
+                batch.saliency_target[supported].to(dev, non_blocking=True),
+                pos_weight=torch.full((), pos_weight, device=dev),
             )
+        else:  # zero, but through the head: every projector parameter gets a gradient, as DDP expects
+            saliency = out.saliency_logits.sum() * 0.0
         return LossOutput(answer + lambda_temp * saliency, answer.detach(), saliency.detach())
 
     def encode_text(self, text: str) -> list[int]:

@@ -187,8 +187,8 @@ def train(
     params = [p for p in model.projector.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_steps, tc.warmup_fraction))
-    use_scaler = model.llm_device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+    on_gpu = model.llm_device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=on_gpu)
     progress = {"epoch": 0, "batch": 0, "step": 0, "skipped": 0, "best_accuracy": None, "best_score": None}
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
@@ -238,6 +238,7 @@ def train(
             num_workers=tc.num_workers,
             collate_fn=partial(collate, pad_id=model.tokenizer.pad_token_id or 0),
             generator=torch.Generator().manual_seed(tc.seed),
+            pin_memory=on_gpu,  # on CUDA: batches copy to the GPU without stalling the host
         )
         for batch in loader:
             out = model.loss(batch, tc.lambda_temp, tc.pos_weight)
@@ -254,7 +255,7 @@ def train(
             scale = scaler.get_scale()
             scaler.step(optimizer)
             scaler.update()
-            if use_scaler and scaler.get_scale() < scale:  # fp16 overflow: the scaler skipped this step
+            if on_gpu and scaler.get_scale() < scale:  # fp16 overflow: the scaler skipped this step
                 progress["skipped"] += 1
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()

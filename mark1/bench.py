@@ -10,12 +10,16 @@ import logging
 import tempfile
 import time
 from collections.abc import Callable
+from copy import deepcopy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from torch.utils import flop_counter
+from torch.utils.flop_counter import FlopCounterMode
 from transformers import Qwen3Config, Qwen3ForCausalLM, VJEPA2Config, VJEPA2Model
 
 from mark1.annotations import QARecord
@@ -29,10 +33,10 @@ from mark1.model.connector import VideoQAModel
 from mark1.model.projector import Projector
 from mark1.stages.extract import decode_loader, extract
 from mark1.synthetic import SignClip, write_video
-from mark1.video import load_clip
+from mark1.video import DECODERS, load_clip
 
 log = logging.getLogger(__name__)
-STAGES = ("decode", "extract", "cache", "train", "answer", "infer")
+STAGES = ("decode", "extract", "precision", "cache", "train", "answer", "infer")
 # (width, height, frames between keyframes) of the 10 s 30 fps clips the decode bench writes: dashcam
 # resolutions (RoadBuddy's clips are mostly 1440p) with a keyframe a second, and 720p with short GOPs.
 DECODE_CLIPS = ((1280, 720, 30), (1280, 720, 10), (2560, 1440, 30))
@@ -68,7 +72,7 @@ class BenchResult:
     rows: list[dict[str, Any]] = field(default_factory=list)  # {"stage", "figure", "value", "unit"}
 
     def add(self, stage: str, figure: str, value: float, unit: str) -> None:
-        self.rows.append({"stage": stage, "figure": figure, "value": round(float(value), 4), "unit": unit})
+        self.rows.append({"stage": stage, "figure": figure, "value": round(float(value), 6), "unit": unit})
 
 
 def machine_name(device: torch.device) -> str:
@@ -153,7 +157,7 @@ def bench_decode(
     work: Path,
     repeat: int = 4,
     clips: tuple[tuple[int, int, int], ...] = DECODE_CLIPS,
-    backends: tuple[str, ...] = ("pyav", "decord"),
+    backends: tuple[str, ...] = tuple(DECODERS),
 ) -> None:
     """Decode + sample + preprocess clips/s per clip kind and backend, with 1 and 2 decode workers, and the
     ratios that compare them."""
@@ -202,7 +206,7 @@ def bench_extract(
     work: Path,
     num_clips: int,
     clip: tuple[int, int, float] = BENCH_CLIP,
-    backends: tuple[str, ...] = ("pyav", "decord"),
+    backends: tuple[str, ...] = tuple(DECODERS),
 ) -> Path:
     """Per decode backend: decoding alone and the whole stage, with the same decode workers; the encoder
     alone on preloaded frames. The stage overlaps decoding and encoding, so it should reach the slower."""
@@ -238,6 +242,29 @@ def bench_extract(
     result.add("extract", "bytes written per clip", FeatureCache(cache_dir).info()["bytes_per_clip"], "bytes")
     _add_peak(result, "extract", device)
     return cache_dir
+
+
+def bench_precision(
+    result: BenchResult, encoder: VideoEncoder, work: Path, clip: tuple[int, int, float] = BENCH_CLIP
+) -> None:
+    """The encoder in fp16 (as extract runs it on a GPU) against fp32, on the same real clip: cosine per
+    token, the largest feature (fp16 overflows at 65,504) and the share of finite values."""
+    frames = load_clip(
+        write_bench_clips(work / "precision", 1, clip)[0], encoder.num_frames, encoder.crop_size
+    )
+    features = {}
+    for dtype in (torch.float32, torch.float16):
+        twin = VideoEncoder(deepcopy(encoder.model).to(dtype), encoder.num_frames, encoder.pool, encoder.name)
+        features[dtype] = twin(frames.frames[None]).float()
+        del twin  # one extra copy of the encoder at a time
+    half, full = features[torch.float16], features[torch.float32]
+    cosine = F.cosine_similarity(half, full, dim=-1)
+    result.add("precision", "fp16 / fp32 features: lowest cosine per token", cosine.min(), "cosine")
+    result.add("precision", "fp16 / fp32 features: mean cosine per token", cosine.mean(), "cosine")
+    result.add("precision", "largest |feature| in fp16 (fp16 overflows at 65,504)", half.abs().max(), "value")
+    result.add(
+        "precision", "share of fp16 features that are finite", torch.isfinite(half).float().mean(), "ratio"
+    )
 
 
 def bench_cache(
@@ -341,8 +368,9 @@ def bench_train(
     result.add("train", f"cached step (batch {batch_size})", cached * 1000, "ms")
     result.add("train", "end-to-end step (decode + encode + the same step)", end_to_end * 1000, "ms")
     result.add("train", "end to end / cached (an epoch's cost)", end_to_end / cached, "ratio")
-    flops = step_flops(model, collate([dataset[i] for i in range(batch_size)]))
-    e2e_flops = flops + batch_size * encoder_flops(encoder)
+    flops = counted_flops(cached_step)
+    one_clip = load_clip(videos / records[0].key, encoder.num_frames, encoder.crop_size).frames[None]
+    e2e_flops = flops + batch_size * counted_flops(lambda: encoder(one_clip))
     result.add("train", "FLOP ratio, end to end / cached", e2e_flops / flops, "ratio")
     result.add("train", "cached samples/s", batch_size / cached, "samples/s")
     peak = matmul_peak_flops(device)
@@ -359,24 +387,49 @@ def bench_train(
         peaks[2 * batch_size] = _add_peak(result, "train", device, f"peak GPU memory, batch {2 * batch_size}")
         budget = memory_gib or torch.cuda.get_device_properties(device).total_memory / 2**30
         result.add("train", f"largest batch within {budget:.1f} GiB", largest_batch(peaks, budget), "samples")
+        result.add("train", "fp16 steps with a finite loss", fp16_steps(model, dataset, batch_size), "of 200")
     model.train(False)
 
 
-def encoder_flops(encoder: VideoEncoder) -> float:
-    """Forward FLOPs of the encoder trunk for one clip: 2 x params x tokens + attention (QK^T and AV)."""
-    cfg = encoder.model.config
-    tokens = encoder.grid[0] * (cfg.crop_size // cfg.patch_size) ** 2
-    params = sum(p.numel() for p in encoder.model.encoder.parameters())
-    return 2 * params * tokens + 4 * cfg.num_hidden_layers * tokens**2 * cfg.hidden_size
+def fp16_steps(model: VideoQAModel, dataset: QADataset, batch_size: int, steps: int = 200) -> int:
+    """How many of `steps` training steps under fp16 autocast with a GradScaler (as `mark1 train` runs on a
+    GPU) give a finite loss."""
+    optimizer = torch.optim.AdamW(model.projector.parameters(), lr=5e-5)
+    scaler = torch.amp.GradScaler("cuda")
+    losses = []
+    for step in range(steps):
+        rows = [(step * batch_size + i) % len(dataset) for i in range(batch_size)]
+        loss = model.loss(collate([dataset[i] for i in rows]), 2.0, 10.0).total
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.detach())
+    return int(torch.isfinite(torch.stack(losses)).sum())
 
 
-def step_flops(model: VideoQAModel, batch) -> float:
-    """FLOPs of one cached training step: the frozen LLM forward + backward to its inputs (no weight
-    gradients: 4 x params x tokens) and the projector forward + backward over the video tokens (6 x)."""
-    llm = sum(p.numel() for p in model.llm.parameters())
-    projector = sum(p.numel() for p in model.projector.parameters())
-    video_tokens = batch.features[0, ..., 0].numel()
-    return 4 * llm * batch.input_ids.numel() + 6 * projector * video_tokens * batch.features.shape[0]
+def _cpu_attention(query, key, value, *args, out_shape=None, **kwargs) -> int:
+    return flop_counter.sdpa_flop_count(query, key, value)
+
+
+def _cpu_attention_backward(grad_out, query, key, value, *args, out_shape=None, **kwargs) -> int:
+    return flop_counter.sdpa_backward_flop_count(grad_out, query, key, value)
+
+
+# torch counts the GPU attention kernels but not the CPU one, which would hide the attention's FLOPs here.
+CPU_ATTENTION_FLOPS = {
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention,
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_attention_backward,
+}
+
+
+def counted_flops(fn: Callable[[], Any]) -> int:
+    """FLOPs of the matmuls, convolutions and attention that `fn` runs, forward and backward, as torch's
+    FlopCounterMode counts them from the ops actually dispatched: a frozen weight costs no weight gradient,
+    and the LLM's head counts only at the answer positions."""
+    with FlopCounterMode(display=False, custom_mapping=CPU_ATTENTION_FLOPS) as counter:
+        fn()
+    return counter.get_total_flops()
 
 
 def bench_answer(result: BenchResult, model: VideoQAModel, grid: list[int]) -> None:
@@ -396,7 +449,7 @@ def bench_infer(
     model: VideoQAModel,
     work: Path,
     clip: tuple[int, int, float] = INFER_CLIP,
-    backends: tuple[str, ...] = ("pyav", "decord"),
+    backends: tuple[str, ...] = tuple(DECODERS),
 ) -> None:
     """`mark1 infer`'s steps on one clip at RoadBuddy's size: seconds to decode (per backend, in this
     process, as infer does), encode and answer 4 choices."""
@@ -458,6 +511,7 @@ def run_bench(
                 stage = "extract"
                 cache_dir = bench_extract(result, cfg, encoder, work, num_clips, clip or BENCH_CLIP)
             runs = {
+                "precision": lambda: bench_precision(result, encoder, work, clip or BENCH_CLIP),
                 "cache": lambda: bench_cache(result, encoder, work),
                 "train": lambda: bench_train(
                     result, cfg, encoder, model, cache_dir, work / "videos", memory_gib

@@ -399,7 +399,7 @@ def infer(
 @app.command()
 def bench(
     stage: Annotated[
-        str, typer.Argument(help="decode, extract, cache, train, answer, infer or all.")
+        str, typer.Argument(help="decode, extract, precision, cache, train, answer, infer or all.")
     ] = "all",
     size: Annotated[
         str, typer.Option(help="tiny (the tiny backbones) or full (ViT-g + Qwen3-0.6B, random weights).")

@@ -424,7 +424,7 @@ def bench(
         result = run_bench(stages, build_config(config or "tiny", set_), size, device, clips, memory_gb)
     table = Table("stage", "figure", "value", "unit", title=f"mark1 bench ({size}) on {result.machine}")
     for row in result.rows:
-        table.add_row(row["stage"], row["figure"], f"{row['value']:,.3f}", row["unit"])
+        table.add_row(row["stage"], row["figure"], f"{row['value']:,.6g}", row["unit"])
     out_console.print(table)
     if json_out is not None:
         json_out.write_text(json.dumps(dataclasses.asdict(result), indent=2))

@@ -50,6 +50,11 @@ EncoderOpt = Annotated[
     str | None, typer.Option("--encoder", help="Video encoder: hub id or local directory.")
 ]
 LlmOpt = Annotated[str | None, typer.Option("--llm", help="LLM: hub id or local directory.")]
+CheckpointOpt = Annotated[Path, typer.Option("--checkpoint", help="runs/NAME/best or runs/NAME/last.")]
+QuestionCacheOpt = Annotated[
+    Path, typer.Option("--cache", help="Feature cache holding the questions' videos.")
+]
+ScoringDeviceMapOpt = Annotated[str | None, typer.Option(help="e.g. projector=cuda:0,llm=cuda:1.")]
 DecodeBackendOpt = Annotated[
     str | None,
     typer.Option(help="auto (the fastest here: pyav), pyav or decord; every backend gives the same frames."),
@@ -298,15 +303,15 @@ def print_metrics(metrics: dict, title: str) -> None:
 
 @app.command("eval")
 def eval_(
-    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="runs/NAME/best or runs/NAME/last.")],
-    cache: Annotated[Path, typer.Option("--cache", help="Feature cache holding the questions' videos.")],
+    checkpoint: CheckpointOpt,
+    cache: QuestionCacheOpt,
     annotations: Annotated[Path, typer.Option("--annotations", help="Questions with answers.")],
     out: Annotated[
         Path | None, typer.Option("--out", help="Writes metrics.json + predictions.jsonl here.")
     ] = None,
     config: ConfigOpt = None,
     llm: LlmOpt = None,
-    device_map: Annotated[str | None, typer.Option(help="e.g. projector=cuda:0,llm=cuda:1.")] = None,
+    device_map: ScoringDeviceMapOpt = None,
 ) -> None:
     """Score a checkpoint: accuracy (overall, by number of choices) and temporal grounding metrics."""
     from mark1.stages.evaluate import evaluate
@@ -323,13 +328,13 @@ def eval_(
 
 @app.command()
 def predict(
-    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="runs/NAME/best or runs/NAME/last.")],
-    cache: Annotated[Path, typer.Option("--cache", help="Feature cache holding the questions' videos.")],
+    checkpoint: CheckpointOpt,
+    cache: QuestionCacheOpt,
     annotations: Annotated[Path, typer.Option("--annotations", help="Questions (answers not needed).")],
     out: Annotated[Path, typer.Option("--out", help="Submission CSV (id,answer).")] = Path("submission.csv"),
     config: ConfigOpt = None,
     llm: LlmOpt = None,
-    device_map: Annotated[str | None, typer.Option(help="e.g. projector=cuda:0,llm=cuda:1.")] = None,
+    device_map: ScoringDeviceMapOpt = None,
 ) -> None:
     """Answer every question of a file: submission.csv (id,answer letter) + predictions.jsonl."""
     from mark1.stages.evaluate import predict as run_predict
@@ -349,7 +354,7 @@ def predict(
 
 @app.command()
 def infer(
-    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="runs/NAME/best or runs/NAME/last.")],
+    checkpoint: CheckpointOpt,
     video: Annotated[Path, typer.Option("--video", help="The video file.")],
     question: Annotated[str, typer.Option("--question", help="The question.")],
     choice: Annotated[

@@ -162,8 +162,7 @@ def bench_decode(
     """Decode + sample + preprocess clips/s per clip kind and backend, with 1 and 2 decode workers, and the
     ratios that compare them."""
     for width, height, gop in clips:
-        path = work / f"decode_{height}p_gop{gop}.mp4"
-        write_video(path, SignClip(path.stem, 30, 10.0, width, height, "Đỏ", "Bên trái", 1.0, 2.5, 0), gop)
+        path = write_bench_clips(work / f"decode_{height}p_gop{gop}", 1, (width, height, 10.0), gop)[0]
         videos = [(f"{i}.mp4", path) for i in range(repeat)]
         kind, best = f"{height}p gop {gop}", {}
         for backend in backends:
@@ -189,12 +188,19 @@ BENCH_CLIP = (1280, 720, 10.0)  # what the extract and train benches write: a da
 INFER_CLIP = (2560, 1440, 10.0)  # RoadBuddy's clips: 1440p, 30 fps, 5-14 s
 
 
-def write_bench_clips(directory: Path, count: int, clip: tuple[int, int, float] = BENCH_CLIP) -> list[Path]:
+def write_bench_clips(
+    directory: Path,
+    count: int,
+    clip: tuple[int, int, float] = BENCH_CLIP,
+    keyframe_every: int | None = None,
+) -> list[Path]:
+    """`count` 30 fps clips of (width, height, seconds), a keyframe a second unless `keyframe_every` frames."""
     width, height, seconds = clip
     paths = []
     for i in range(count):
         path = directory / f"bench_{i:03d}.mp4"
-        write_video(path, SignClip(path.stem, 30, seconds, width, height, "Đỏ", "Bên trái", 1.0, 2.5, i))
+        sign = SignClip(path.stem, 30, seconds, width, height, "Đỏ", "Bên trái", 1.0, 2.5, i)
+        write_video(path, sign, keyframe_every)
         paths.append(path)
     return paths
 

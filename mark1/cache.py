@@ -8,7 +8,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
@@ -16,6 +16,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mark1.errors import CacheError
+from mark1.video import resize_shortest_edge
+
+if TYPE_CHECKING:  # the cache's read side needs no torch
+    from mark1.encoder import EncoderOutput
 
 CACHE_FORMAT = "mark1-feature-cache"
 CACHE_VERSION = 1
@@ -74,6 +78,21 @@ class CacheSpec:
         "grid",
         "dtype",
     )
+
+    @classmethod
+    def for_encoder(cls, out: EncoderOutput) -> CacheSpec:
+        """The spec of the features an encoder writes."""
+        return cls(
+            encoder=out.name,
+            encoder_fingerprint=out.fingerprint,
+            num_frames=out.num_frames,
+            crop_size=out.crop_size,
+            resize_shortest_edge=resize_shortest_edge(out.crop_size),
+            tubelet_size=out.tubelet_size,
+            patch_size=out.patch_size,
+            pool=out.pool,
+            grid=list(out.grid),
+        )
 
     def check_compatible(self, other: CacheSpec, where: Path) -> None:
         """Raise CacheError naming the first disagreeing key between this (on disk) and `other` (asked for)."""
@@ -218,11 +237,6 @@ class FeatureCache:
         if name not in self._handles:
             self._handles[name] = h5py.File(self.path / "shards" / name, "r")
         return self._handles[name]
-
-    def close(self) -> None:
-        for handle in self._handles.values():
-            handle.close()
-        self._handles = {}
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_handles": {}}

@@ -25,6 +25,11 @@ def mark1_home() -> Path:
     return Path(os.environ.get("MARK1_HOME") or Path.home() / ".cache" / "mark1")
 
 
+def _check_backend(key: str, value: str) -> None:
+    if value not in DECODE_BACKENDS:
+        raise ConfigError(f"{key} must be one of {', '.join(DECODE_BACKENDS)}, got {value!r}")
+
+
 @dataclass
 class VideoConfig:
     num_frames: int = 16  # frames sampled uniformly over each clip
@@ -54,10 +59,7 @@ class ExtractConfig:
                 raise ConfigError(f"extract.{name} must be >= 1, got {getattr(self, name)!r}")
         if self.decode_workers < 0:
             raise ConfigError(f"extract.decode_workers must be >= 0, got {self.decode_workers!r}")
-        if self.decode_backend not in DECODE_BACKENDS:
-            raise ConfigError(
-                f"extract.decode_backend must be one of {', '.join(DECODE_BACKENDS)}, got {self.decode_backend!r}"
-            )
+        _check_backend("extract.decode_backend", self.decode_backend)
 
 
 @dataclass
@@ -114,6 +116,20 @@ class TrainConfig:
 
 
 @dataclass
+class AnswerConfig:
+    """How eval, predict and infer place the model and read a video (training places by train.device_map)."""
+
+    device_map: str = "auto"  # e.g. "encoder=cuda:0,projector=cuda:1,llm=cuda:1"; auto splits over two GPUs
+    decode_backend: str = "auto"  # infer's decoder; the cache records the one that built it
+    max_new_tokens: int = 64  # length limit of a free-text answer
+
+    def __post_init__(self) -> None:
+        _check_backend("answer.decode_backend", self.decode_backend)
+        if self.max_new_tokens < 1:
+            raise ConfigError(f"answer.max_new_tokens must be >= 1, got {self.max_new_tokens!r}")
+
+
+@dataclass
 class Config:
     """Everything a Mark-1 run needs; YAML sections and `--set section.key=value` use these names."""
 
@@ -123,6 +139,7 @@ class Config:
     extract: ExtractConfig = field(default_factory=ExtractConfig)
     projector: ProjectorConfig = field(default_factory=ProjectorConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    answer: AnswerConfig = field(default_factory=AnswerConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -175,6 +192,22 @@ def load_config(
     cfg.encoder = expand_path(cfg.encoder)
     cfg.llm = expand_path(cfg.llm)
     return cfg
+
+
+def with_flags(cfg: Config, flags: dict[str, Any]) -> Config:
+    """A copy of `cfg` with typed values set by dotted key (`"train.lr": 1e-4`, `"llm": "dir"`); None means
+    "not given". Each section is rebuilt with `dataclasses.replace`, so its checks run on the new values."""
+    given: dict[str, dict[str, Any]] = {}
+    for key, value in flags.items():
+        if value is None:
+            continue
+        section, _, name = key.rpartition(".")
+        given.setdefault(section, {})[name] = value
+    top = given.pop("", {})
+    for section, values in given.items():
+        top[section] = dataclasses.replace(getattr(cfg, section), **values)
+    cfg = dataclasses.replace(cfg, **top)
+    return dataclasses.replace(cfg, encoder=expand_path(cfg.encoder), llm=expand_path(cfg.llm))
 
 
 def expand_path(value: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -124,3 +125,15 @@ def collate(items: list[tuple[np.ndarray, Example]], pad_id: int = 0) -> Batch:
         saliency_target=torch.from_numpy(np.stack([e.saliency for e in examples])),
         has_support=torch.tensor([e.has_support for e in examples]),
     )
+
+
+def split_by_video(
+    records: list[QARecord], fraction: float, seed: int
+) -> tuple[list[QARecord], list[QARecord]]:
+    """Hold out whole videos, so no clip is seen by both splits."""
+    videos = sorted({r.key for r in records})
+    if fraction <= 0 or len(videos) < 2:
+        return records, []
+    random.Random(seed).shuffle(videos)
+    held = set(videos[: max(1, round(fraction * len(videos)))])
+    return [r for r in records if r.key not in held], [r for r in records if r.key in held]

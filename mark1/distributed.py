@@ -16,13 +16,6 @@ def init_distributed() -> tuple[int, int]:
     return (dist.get_rank(), world) if world > 1 else (0, 1)
 
 
-def local_device(device: str) -> str:
-    """`auto` under torchrun on GPUs means this process's own GPU."""
-    if device == "auto" and int(os.environ.get("WORLD_SIZE", "1")) > 1 and torch.cuda.is_available():
-        return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-    return device
-
-
 def barrier(world: int) -> None:
     if world > 1:
         dist.barrier()

@@ -2,25 +2,30 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from transformers import VJEPA2Model
 
 from mark1.backbones import fingerprint, load_encoder
-from mark1.cache import CacheSpec
 from mark1.config import Config
 from mark1.errors import ConfigError
-from mark1.video import normalize, resize_shortest_edge
+from mark1.video import normalize
 
 
-def pick_device(name: str = "auto") -> torch.device:
-    """`auto` → the first CUDA GPU when there is one, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} asked for, but no CUDA GPU is visible; use --device cpu")
-    return device
+@dataclass(frozen=True)
+class EncoderOutput:
+    """What an encoder's features are: which weights made them, from what frames, on which grid."""
+
+    name: str
+    fingerprint: str  # of the config and weights: two encoders with the same name can differ
+    num_frames: int
+    crop_size: int
+    tubelet_size: int
+    patch_size: int
+    pool: int
+    grid: tuple[int, int, int, int]  # [T', H', W', D]
 
 
 class VideoEncoder:
@@ -51,18 +56,17 @@ class VideoEncoder:
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
 
-    def spec(self) -> CacheSpec:
-        """The cache spec that features of this encoder and sampling belong to."""
-        return CacheSpec(
-            encoder=self.name,
-            encoder_fingerprint=fingerprint(self.model, self.model.config.to_dict()),
+    def describe(self) -> EncoderOutput:
+        """What this encoder's features are (the cache builds its spec from it)."""
+        return EncoderOutput(
+            name=self.name,
+            fingerprint=fingerprint(self.model, self.model.config.to_dict()),
             num_frames=self.num_frames,
             crop_size=self.crop_size,
-            resize_shortest_edge=resize_shortest_edge(self.crop_size),
             tubelet_size=self.tubelet_size,
             patch_size=self.patch_size,
             pool=self.pool,
-            grid=list(self.grid),
+            grid=tuple(self.grid),
         )
 
     @torch.inference_mode()

@@ -5,34 +5,49 @@ from __future__ import annotations
 import os
 import random
 import shutil
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from mark1.config import Config, load_config
+from mark1.tiny import TinySizes
 
 
 @dataclass
 class Tiny:
-    """Paths and sizes of the tiny random backbones the tests run on (see mark1.backbones.TinySizes)."""
+    """Where the tiny random backbones were written; their sizes (crop_size, video_dim, llm_dim, num_frames,
+    grid) are mark1.tiny.TinySizes', the one definition."""
 
     encoder_dir: Path
     llm_dir: Path
-    crop_size: int = 64
-    video_dim: int = 64
-    llm_dim: int = 64
-    num_frames: int = 16
+    sizes: TinySizes = field(default_factory=TinySizes)
 
-    @property
-    def grid(self) -> list[int]:  # [T', H', W', D] with tubelet 2, patch 16
-        return [self.num_frames // 2, self.crop_size // 16, self.crop_size // 16, self.video_dim]
+    def __getattr__(self, name: str):
+        return getattr(self.sizes, name)
 
     def config(self, *overrides: str) -> Config:
         return load_config(
             "tiny",
             [f"encoder={self.encoder_dir}", f"llm={self.llm_dir}", "extract.decode_workers=0", *overrides],
         )
+
+
+MODEL_FIXTURES = {"tiny", "trained", "small", "model"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tiers: `unit` (no model, marked here), the default run, `slow` (marked in place), `gpu` (skipped
+    without CUDA)."""
+    import torch
+
+    no_gpu = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if not MODEL_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.unit)
+        if "gpu" in item.keywords and not torch.cuda.is_available():
+            item.add_marker(no_gpu)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -45,7 +60,7 @@ def mark1_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Tiny:
-    from mark1.backbones import write_tiny_backbones
+    from mark1.tiny import write_tiny_backbones
 
     encoder_dir, llm_dir = write_tiny_backbones(tmp_path_factory.mktemp("tiny"))
     return Tiny(encoder_dir, llm_dir)
@@ -86,7 +101,7 @@ class Trained:
 
 @pytest.fixture(scope="session")
 def trained(tiny: Tiny, tmp_path_factory: pytest.TempPathFactory) -> Trained:
-    from mark1.stages.demo import make_data
+    from mark1.demo import make_data
     from mark1.stages.extract import extract
     from mark1.stages.train import train
 
@@ -96,3 +111,29 @@ def trained(tiny: Tiny, tmp_path_factory: pytest.TempPathFactory) -> Trained:
     extract(cfg, root / "data" / "videos", root / "cache")
     train(cfg, root / "cache", root / "data" / "train.json", root / "run")
     return Trained(root / "data", root / "cache", root / "run", cfg)
+
+
+@dataclass
+class CliRun:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch):
+    """Runs `mark1 ARGS...` in this process through `mark1.cli.main`, its error boundary included."""
+    from mark1.cli import main
+
+    def run(*args: object) -> CliRun:
+        monkeypatch.setattr(sys, "argv", ["mark1", *map(str, args)])
+        capsys.readouterr()
+        try:
+            main()
+            code = 0
+        except SystemExit as exit_:
+            code = exit_.code or 0
+        out, err = capsys.readouterr()
+        return CliRun(code, out, err)
+
+    return run

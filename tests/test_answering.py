@@ -1,8 +1,6 @@
 import csv
 import json
-import sys
 from pathlib import Path
-from subprocess import run
 
 import numpy as np
 import pytest
@@ -21,8 +19,8 @@ from mark1.metrics import (
     summarize,
     top_moment,
 )
+from mark1.model.mark1 import Mark1
 from mark1.stages.evaluate import evaluate, predict
-from mark1.stages.infer import Mark1
 
 
 def test_top_moment_and_hits() -> None:
@@ -147,7 +145,7 @@ def test_infer_features_equal_the_cached_ones_and_it_answers(trained) -> None:
 
 
 def test_checkpoint_for_another_encoder_is_refused(trained, tiny, tmp_path: Path) -> None:
-    from mark1.backbones import TinySizes, write_tiny_backbones
+    from mark1.tiny import TinySizes, write_tiny_backbones
 
     other, _ = write_tiny_backbones(tmp_path, TinySizes(seed=7, warmup_steps=0))
     cfg = trained.config
@@ -157,18 +155,15 @@ def test_checkpoint_for_another_encoder_is_refused(trained, tiny, tmp_path: Path
         )
 
 
-def test_infer_cli_json_and_timeline(trained, tmp_path: Path) -> None:
+def test_infer_cli_json_and_timeline(trained, cli, tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     video = next((trained.data_dir / "videos").glob("*.mp4"))
-    command = [
-        sys.executable,
-        "-m",
-        "mark1",
+    result = cli(
         "infer",
         "--checkpoint",
-        str(trained.run_dir / "best"),
+        trained.run_dir / "best",
         "--video",
-        str(video),
+        video,
         "--question",
         "Biển báo nằm ở bên nào?",
         "--choice",
@@ -181,10 +176,9 @@ def test_infer_cli_json_and_timeline(trained, tmp_path: Path) -> None:
         "--llm",
         trained.config.llm,
         "--timeline",
-        str(tmp_path / "t.png"),
-    ]
-    proc = run(command, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    result = json.loads(proc.stdout)
-    assert result["letter"] in ("A", "B") and set(result["probs"]) == {"A", "B"}
-    assert result["moments"][0]["time_s"] >= 0 and (tmp_path / "t.png").stat().st_size > 1000
+        tmp_path / "t.png",
+    )
+    assert result.code == 0, result.err
+    answer = json.loads(result.out)
+    assert answer["letter"] in ("A", "B") and set(answer["probs"]) == {"A", "B"}
+    assert answer["moments"][0]["time_s"] >= 0 and (tmp_path / "t.png").stat().st_size > 1000

@@ -1,4 +1,4 @@
-from mark1.bench import run_bench
+from mark1.bench.run import run_bench
 
 
 def test_bench_reports_every_stage_on_the_tiny_backbones(tiny) -> None:
@@ -25,7 +25,8 @@ def test_bench_reports_every_stage_on_the_tiny_backbones(tiny) -> None:
 
 
 def test_decode_bench_reports_each_resolution_backend_and_the_ratios(tmp_path) -> None:
-    from mark1.bench import BenchResult, bench_decode
+    from mark1.bench.decode import bench_decode
+    from mark1.bench.measure import BenchResult
 
     result = BenchResult("cpu", "tiny")
     bench_decode(result, 16, 64, tmp_path, repeat=2, clips=((160, 96, 30),))
@@ -42,7 +43,7 @@ def test_decode_bench_reports_each_resolution_backend_and_the_ratios(tmp_path) -
 
 
 def test_largest_batch_follows_the_memory_line() -> None:
-    from mark1.bench import largest_batch
+    from mark1.bench.measure import largest_batch
 
     # 3 GiB fixed + 0.5 GiB a sample: 24 samples fit in 15 GiB, 25 do not
     assert largest_batch({4: 5.0, 8: 7.0}, 15.0) == 24
@@ -53,7 +54,7 @@ def test_largest_batch_follows_the_memory_line() -> None:
 def test_a_stage_out_of_gpu_memory_is_reported_and_the_run_stops(tiny, monkeypatch) -> None:
     import torch
 
-    from mark1 import bench
+    from mark1.bench import run as bench
 
     def out_of_memory(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory")
@@ -69,7 +70,7 @@ def test_counted_flops_include_attention_on_the_cpu(tiny) -> None:
     attention's 4 x layers x tokens^2 x width, which torch alone does not count on the CPU."""
     import torch
 
-    from mark1.bench import counted_flops
+    from mark1.bench.measure import counted_flops
     from mark1.encoder import VideoEncoder
 
     encoder = VideoEncoder.load(tiny.config(), torch.device("cpu"))

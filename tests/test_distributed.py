@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from mark1.cache import FeatureCache, damaged_shards
 from mark1.stages.extract import extract, split_by_size
@@ -31,6 +32,7 @@ def _torchrun(nproc: int, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_sharded_extraction_equals_a_single_process_run(tiny, videos: Path, tmp_path: Path) -> None:
     single, sharded = tmp_path / "single", tmp_path / "sharded"
     extract(tiny.config(), videos, single)
@@ -86,6 +88,7 @@ def test_shares_are_balanced_by_size_and_deterministic(tmp_path: Path) -> None:
     assert sorted(k for share in shares for k, _ in share) == sorted(k for k, _ in videos)
 
 
+@pytest.mark.slow
 def test_ddp_training_follows_the_single_process_loss(tiny, trained, tmp_path: Path) -> None:
     """Same global batch (8): 2 ranks x 4 against 1 x 8; the logged (rank-averaged) losses agree."""
     import json

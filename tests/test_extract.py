@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from mark1.backbones import load_encoder
-from mark1.cache import FeatureCache, read_manifest
+from mark1.cache import CacheSpec, FeatureCache, read_manifest
 from mark1.encoder import VideoEncoder
 from mark1.errors import CacheError, VideoError
 from mark1.stages.extract import extract
@@ -159,13 +159,13 @@ def test_a_second_writer_is_refused_while_the_first_holds_the_lock(
     from mark1.cache_writer import CacheWriter
 
     encoder = VideoEncoder(load_encoder(str(tiny.encoder_dir)), tiny.num_frames)
-    first = CacheWriter(tmp_path / "cache", encoder.spec())
+    first = CacheWriter(tmp_path / "cache", CacheSpec.for_encoder(encoder.describe()))
     try:
         with pytest.raises(CacheError, match=f"pid {os.getpid()}"):
-            CacheWriter(tmp_path / "cache", encoder.spec())
+            CacheWriter(tmp_path / "cache", CacheSpec.for_encoder(encoder.describe()))
     finally:
         first.close()
-    CacheWriter(tmp_path / "cache", encoder.spec()).close()
+    CacheWriter(tmp_path / "cache", CacheSpec.for_encoder(encoder.describe())).close()
 
 
 def test_damaged_shard_is_found_and_only_its_clips_are_extracted_again(

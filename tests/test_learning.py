@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from mark1.stages.demo import run_demo
+from mark1.demo import run_demo
 
 
 def _run(tiny, tmp_path: Path, num_videos: int, family: str, *overrides: str) -> dict:
@@ -14,6 +14,7 @@ def _run(tiny, tmp_path: Path, num_videos: int, family: str, *overrides: str) ->
     return result.eval.metrics
 
 
+@pytest.mark.slow
 def test_learns_beyond_chance_on_a_small_set(tiny, tmp_path: Path) -> None:
     """About 40 s: 48 training clips; chance is ~0.40 for answers (2-4 choices) and ~0.3 for hit@1."""
     metrics = _run(tiny, tmp_path, 60, "visual", "train.epochs=45")

@@ -6,19 +6,18 @@ from mark1.annotations import QARecord
 from mark1.backbones import load_llm, load_tokenizer
 from mark1.config import ProjectorConfig
 from mark1.data import IGNORE, collate, make_example, saliency_targets
-from mark1.model.connector import VideoQAModel, parse_device_map
+from mark1.devices import parse_device_map
+from mark1.model.llm import FrozenLLM
 from mark1.model.projector import Projector
+from mark1.model.video_qa import VideoQAModel
 
 
 @pytest.fixture
 def model(tiny) -> VideoQAModel:
     torch.manual_seed(0)
     cfg = tiny.config().projector
-    return VideoQAModel(
-        load_llm(str(tiny.llm_dir)),
-        load_tokenizer(str(tiny.llm_dir)),
-        Projector(cfg, tiny.video_dim, tiny.llm_dim),
-    )
+    llm = FrozenLLM(load_llm(str(tiny.llm_dir)), load_tokenizer(str(tiny.llm_dir)))
+    return VideoQAModel(llm, Projector(cfg, tiny.video_dim, tiny.llm_dim))
 
 
 def _record(answer: int = 1, support: list[float] | None = None) -> QARecord:
@@ -68,15 +67,15 @@ def test_question_padding_does_not_change_the_output(tiny) -> None:
 def test_soft_tokens_replace_exactly_the_placeholders(model: VideoQAModel) -> None:
     example = make_example(_record(), model.tokenizer, model.num_video_tokens, np.arange(8.0), 0.5)
     ids = torch.tensor([example.input_ids])
-    soft = torch.randn(1, model.num_video_tokens, model.llm.config.hidden_size)
-    embeds = model.embed_prompt(ids, soft)
-    placeholders = ids[0] == model.video_token_id
+    soft = torch.randn(1, model.num_video_tokens, model.llm.hidden_size)
+    embeds = model.llm.embed_prompt(ids, soft)
+    placeholders = ids[0] == model.llm.video_token_id
     assert placeholders.sum() == model.num_video_tokens
     assert torch.equal(embeds[0, placeholders], soft[0])
-    plain = model.llm.get_input_embeddings()(ids)[0]
+    plain = model.llm.model.get_input_embeddings()(ids)[0]
     assert torch.equal(embeds[0, ~placeholders], plain[~placeholders])
     with pytest.raises(ValueError, match="placeholders"):
-        model.embed_prompt(ids, soft[:, :-1])
+        model.llm.embed_prompt(ids, soft[:, :-1])
 
 
 def test_only_answer_tokens_are_labelled(model: VideoQAModel) -> None:
@@ -103,7 +102,7 @@ def test_gradients_reach_the_projector_and_never_the_llm(model: VideoQAModel, ti
     out = model.loss(batch, lambda_temp=2.0, pos_weight=10.0)
     out.total.backward()
     assert torch.isfinite(out.total) and out.saliency > 0
-    assert all(p.grad is None for p in model.llm.parameters())
+    assert all(p.grad is None for p in model.llm.model.parameters())
     assert all(
         p.grad is not None
         for p in model.projector.parameters()
@@ -123,8 +122,8 @@ def test_loss_equals_the_full_logits_reference_on_a_mixed_batch(model: VideoQAMo
     model.train(False)
     out = model.loss(batch, lambda_temp=2.0, pos_weight=10.0)
     projected = model.project(batch.features, batch.question_ids, batch.question_mask)
-    embeds = model.embed_prompt(batch.input_ids, projected.soft_tokens)
-    logits = model.llm(inputs_embeds=embeds, attention_mask=batch.attention_mask).logits
+    embeds = model.llm.embed_prompt(batch.input_ids, projected.soft_tokens)
+    logits = model.llm.model(inputs_embeds=embeds, attention_mask=batch.attention_mask).logits
     answer = F.cross_entropy(logits[:, :-1].flatten(0, 1), batch.labels[:, 1:].flatten(), ignore_index=IGNORE)
     saliency = F.binary_cross_entropy_with_logits(
         projected.saliency_logits[:1], batch.saliency_target[:1], pos_weight=torch.tensor(10.0)
@@ -148,10 +147,9 @@ def test_free_text_generation_returns_text(model: VideoQAModel, tiny) -> None:
 
 
 def test_device_map_parsing() -> None:
-    assert parse_device_map("projector=cpu,llm=cpu") == {
-        "projector": torch.device("cpu"),
-        "llm": torch.device("cpu"),
-    }
+    cpu = torch.device("cpu")
+    assert parse_device_map("projector=cpu,llm=cpu") == {"projector": cpu, "llm": cpu, "encoder": cpu}
+    assert parse_device_map("encoder=cpu,projector=cpu,llm=cpu")["encoder"] == cpu
     from mark1.errors import ConfigError
 
     with pytest.raises(ConfigError, match="does not place llm"):

@@ -110,6 +110,7 @@ def _extract_command(videos: Path, cache_dir: Path, tiny) -> list[str]:
     ]
 
 
+@pytest.mark.slow
 def test_kill_9_once_a_shard_is_closed_then_resume(tiny, videos: Path, tmp_path: Path) -> None:
     cache_dir = tmp_path / "cache"
     for i in range(40):  # enough work that the kill lands mid-run
@@ -149,6 +150,7 @@ def test_kill_9_at_random_moments_then_resume(tiny, videos: Path, tmp_path: Path
     assert all(np.array_equal(expected[k][0], got[k][0]) for k in expected)
 
 
+@pytest.mark.slow
 def test_ctrl_c_keeps_finished_clips_and_says_how_to_resume(tiny, videos: Path, tmp_path: Path) -> None:
     cache_dir = tmp_path / "cache"
     for i in range(40):  # enough work that the interrupt lands mid-run
@@ -187,25 +189,26 @@ def test_cache_of_another_version_or_damaged_spec_is_a_clear_error(
 
 
 def test_checkpoint_swap_interrupted_and_damaged_state(trained, tmp_path: Path) -> None:
-    from mark1.checkpoint import load_projector, load_state, read_meta
     from mark1.errors import CheckpointError
+    from mark1.model.checkpoint import Checkpoint
 
     run = tmp_path / "run"
     shutil.copytree(trained.run_dir, run)
     (run / "last").rename(
         run / "last.old"
     )  # killed after moving the old one aside, before the new one landed
-    assert read_meta(run / "last")["format"] == "mark1-checkpoint"
-    load_projector(run / "last")
+    assert Checkpoint.open(run / "last").path == run / "last.old"
+    Checkpoint.open(run / "last").projector()
     (run / "last.old" / "training_state.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="start without --resume"):
-        load_state(run / "last")
+        Checkpoint.open(run / "last").training_state()
     meta = json.loads((run / "last.old" / "config.json").read_text())
     (run / "last.old" / "config.json").write_text(json.dumps({**meta, "version": 99}))
     with pytest.raises(CheckpointError, match="version 99"):
-        read_meta(run / "last")
+        Checkpoint.open(run / "last")
 
 
+@pytest.mark.slow
 def test_a_4k_clip_is_extracted(tmp_path: Path) -> None:
     import av
 

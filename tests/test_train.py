@@ -6,10 +6,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from mark1.data import split_by_video
+from mark1.demo import make_data
 from mark1.errors import AnnotationError, CheckpointError, ConfigError
-from mark1.stages.demo import make_data
 from mark1.stages.extract import extract
-from mark1.stages.train import epoch_order, split_by_video, train, warmup_cosine
+from mark1.stages.train import train
+from mark1.training import epoch_order, warmup_cosine
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +83,8 @@ def test_killed_run_resumes_to_the_same_weights(tiny, small, tmp_path: Path) -> 
         train(cfg, cache_dir, data_dir / "train.json", tmp_path / "resumed", on_step=die_at_step_5)
     with pytest.raises(ConfigError, match="--resume"):
         train(cfg, cache_dir, data_dir / "train.json", tmp_path / "resumed")
+    with open(tmp_path / "resumed" / "metrics.jsonl", "a") as log:  # a line torn by the kill, and a blank one
+        log.write('\n{"kind": "train", "st')
     result = train(cfg, cache_dir, data_dir / "train.json", tmp_path / "resumed", resume=True)
     assert result.steps == 6
     straight = load_file(tmp_path / "straight" / "last" / "projector.safetensors")
@@ -140,7 +144,7 @@ def test_full_disk_while_checkpointing_keeps_the_last_good_checkpoint(
 ) -> None:
     import errno
 
-    from mark1 import checkpoint
+    from mark1.model import checkpoint
 
     data_dir, cache_dir = small
     cfg = tiny.config("train.epochs=2", "train.val_fraction=0", "train.batch_size=4", "train.save_every=2")
@@ -156,10 +160,11 @@ def test_full_disk_while_checkpointing_keeps_the_last_good_checkpoint(
     with pytest.raises(CheckpointError, match="previous one there is intact"):
         train(cfg, cache_dir, data_dir / "train.json", tmp_path / "run")
     monkeypatch.undo()
-    from mark1.checkpoint import load_projector, load_state
+    from mark1.model.checkpoint import Checkpoint
 
-    assert load_state(tmp_path / "run" / "last")["progress"]["step"] == 2  # the save before the failed one
-    load_projector(tmp_path / "run" / "last")
+    last = Checkpoint.open(tmp_path / "run" / "last")
+    assert last.training_state()["progress"]["step"] == 2  # the save before the failed one
+    last.projector()
     assert not (tmp_path / "run" / "last.tmp").exists()
     result = train(cfg, cache_dir, data_dir / "train.json", tmp_path / "run", resume=True)
     assert result.steps == 6

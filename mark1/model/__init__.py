@@ -1,1 +1,2 @@
-"""The trainable projector and the model that joins it to the frozen LLM."""
+"""The model: the trainable projector, the frozen LLM, the two joined (VideoQAModel), checkpoints, scoring,
+and `Mark1`, the one-pass Python API."""

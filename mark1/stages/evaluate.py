@@ -9,15 +9,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
-from mark1.annotations import QARecord, match_videos, require_valid
+from mark1.annotations import match_videos, require_valid
 from mark1.cache import FeatureCache
-from mark1.checkpoint import check_cache, load_config_of, load_projector, read_meta
 from mark1.config import Config
 from mark1.errors import AnnotationError
-from mark1.metrics import moments, summarize
-from mark1.model.connector import VideoQAModel
+from mark1.metrics import summarize
+from mark1.model.checkpoint import Checkpoint
+from mark1.model.scoring import score_records
+from mark1.model.video_qa import VideoQAModel
 
 log = logging.getLogger(__name__)
 
@@ -35,56 +34,6 @@ class PredictResult:
     predictions_path: Path
     num_questions: int
     num_fallback: int  # questions whose video is not in the cache: answered "A" and counted
-
-
-def score_records(
-    model: VideoQAModel,
-    cache: FeatureCache,
-    records: list[QARecord],
-    on_item: Callable[[int, int], None] | None = None,
-) -> list[dict]:
-    """One prediction row per record (the records' `key` must be set): choice probabilities and saliency."""
-    was_training = model.projector.training
-    model.train(False)
-    rows = []
-    try:
-        for i, record in enumerate(records):
-            features, _ = cache[record.key]
-            times = cache.position_times(record.key).tolist()
-            answer = model.answer(torch.from_numpy(features), record.question, record.choices)
-            rows.append(
-                {
-                    "id": record.id,
-                    "video": record.key,
-                    "pred": answer.index,
-                    "letter": record.choices[answer.index][0],
-                    "probs": [round(p, 6) for p in answer.probs],
-                    "answer": record.answer,
-                    "correct": None if record.answer is None else answer.index == record.answer,
-                    "moments": [
-                        {"time_s": round(t, 3), "score": round(s, 4)}
-                        for t, s in moments(answer.saliency, times)
-                    ],
-                    "saliency": [round(s, 5) for s in answer.saliency],
-                    "times": [round(t, 4) for t in times],
-                    "duration_s": cache.row(record.key)["duration_s"],
-                    "support_frames": record.support_frames,
-                    "spans": [list(s) for s in record.spans],
-                }
-            )
-            if on_item is not None:
-                on_item(i + 1, len(records))
-    finally:
-        model.train(was_training)
-    return rows
-
-
-def load_for_scoring(checkpoint: Path, cache: FeatureCache, cfg: Config | None = None) -> VideoQAModel:
-    """The checkpoint's projector + the LLM its config names (or `cfg`'s override), checked against the cache."""
-    meta = read_meta(checkpoint)
-    check_cache(meta, cache.spec, checkpoint)
-    cfg = cfg or load_config_of(checkpoint)
-    return VideoQAModel.load(cfg, cache.spec.grid[-1], projector=load_projector(checkpoint))
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:
@@ -106,7 +55,7 @@ def evaluate(
     records = require_valid(annotations, cache)
     if not any(r.answer is not None for r in records):
         raise AnnotationError(f"{annotations} has no answers to score; use `mark1 predict` for a test file")
-    model = model or load_for_scoring(checkpoint, cache, cfg)
+    model = model or Checkpoint.open(checkpoint).load_model(cache.spec, cfg)
     rows = score_records(model, cache, records, on_item)
     metrics = summarize(rows)
     if out_dir is None:
@@ -133,7 +82,7 @@ def predict(
     cache = FeatureCache(cache_dir)
     records = require_valid(annotations)  # without the cache: a missing video is a fallback, not an error
     unmatched = {i.row for i in match_videos(records, cache.keys())}
-    model = load_for_scoring(checkpoint, cache, cfg)
+    model = Checkpoint.open(checkpoint).load_model(cache.spec, cfg)
     scored = {
         r["id"]: r
         for r in score_records(model, cache, [r for r in records if r.row not in unmatched], on_item)

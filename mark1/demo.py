@@ -1,4 +1,7 @@
-"""The offline end-to-end run: generated videos → tiny backbones → extract → train → eval → infer."""
+"""The offline end-to-end run: generated videos → tiny backbones → extract → train → eval → infer.
+
+It strings the stages together, so it sits above them, beside the CLI (a stage never imports another).
+"""
 
 from __future__ import annotations
 
@@ -11,9 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mark1.config import Config, load_config
+from mark1.model.mark1 import InferResult
 from mark1.stages.evaluate import EvalResult, evaluate, predict
 from mark1.stages.extract import ExtractResult, extract
-from mark1.stages.infer import InferResult, Mark1, save_timeline
+from mark1.stages.infer import infer
 from mark1.stages.train import TrainResult, train
 from mark1.synthetic import generate, write_roadbuddy
 
@@ -78,9 +82,6 @@ def run_demo(
     )
     question = json.loads((data_dir / "test.json").read_text(encoding="utf-8"))["data"][0]
     video = data_dir / question["video_path"]
-    model = Mark1.from_pretrained(run_dir / "best", cfg)
-    answer = model.answer(video, question["question"], question["choices"])
     timeline = out_dir / "timeline.png" if importlib.util.find_spec("matplotlib") else None
-    if timeline is not None:
-        save_timeline(answer, model.decode(video), timeline)
+    answer = infer(run_dir / "best", video, question["question"], question["choices"], cfg, timeline)
     return DemoResult(out_dir, extracted, trained, scored, answer, question["question"], video, timeline)

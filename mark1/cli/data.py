@@ -1,0 +1,141 @@
+"""Commands over videos, caches and annotation files: extract, cache info / verify, validate, tiny-backbones."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from mark1.cli.options import (
+    ConfigOpt,
+    DecodeBackendOpt,
+    EncoderOpt,
+    SetOpt,
+    console,
+    out_console,
+    progress_bar,
+    settings,
+)
+from mark1.config import mark1_home
+
+cache_app = typer.Typer(no_args_is_help=True, help="Inspect a feature cache.")
+
+
+def extract(
+    videos: Annotated[Path, typer.Option("--videos", help="Directory searched recursively for videos.")],
+    cache: Annotated[
+        Path, typer.Option("--cache", help="Feature cache directory (created or resumed).")
+    ] = Path("cache"),
+    config: ConfigOpt = None,
+    encoder: EncoderOpt = None,
+    limit: Annotated[int | None, typer.Option(help="Only the first N videos (sorted by path).")] = None,
+    num_frames: Annotated[int | None, typer.Option(help="Frames sampled uniformly per clip.")] = None,
+    pool: Annotated[int | None, typer.Option(help="Average pool x pool patches before caching.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda:0, ...")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Clips per encoder call.")] = None,
+    decode_workers: Annotated[
+        int | None, typer.Option(help="Decoding processes (0: in the main process).")
+    ] = None,
+    decode_backend: DecodeBackendOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Stage one: run the frozen video encoder once over every video and write the feature cache (resumable)."""
+    from mark1.stages.extract import extract as run_extract
+
+    flags = {
+        "encoder": encoder,
+        "video.num_frames": num_frames,
+        "video.pool": pool,
+        "extract.device": device,
+        "extract.batch_size": batch_size,
+        "extract.decode_workers": decode_workers,
+        "extract.decode_backend": decode_backend,
+    }
+    cfg = settings(config, set_, flags=flags)
+    with progress_bar("extract") as update:
+        result = run_extract(cfg, videos, cache, limit=limit, on_clip=update)
+    rank = f"rank {os.environ['RANK']}: " if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
+    console.print(
+        f"[green]{rank}cache[/] {result.cache_dir}: {result.num_extracted} extracted, {result.num_skipped} already "
+        f"cached, {result.num_failed} failed ({result.seconds:.1f} s)"
+    )
+    if result.num_failed:
+        console.print(
+            f"[yellow]see {result.cache_dir / 'failures.jsonl'} for the videos that could not be read"
+        )
+    if result.interrupted:
+        console.print("[yellow]interrupted:[/] finished clips are kept; run the same command again to resume")
+        raise typer.Exit(130)
+
+
+@cache_app.command("info")
+def cache_info(cache: Annotated[Path, typer.Argument(help="Feature cache directory.")]) -> None:
+    """Summarise a cache: clips, failures, bytes per clip, encoder and feature grid."""
+    from mark1.cache import FeatureCache
+
+    table = Table(title=f"feature cache {cache}", show_header=False)
+    for key, value in FeatureCache(cache).info().items():
+        table.add_row(key, f"{value:,}" if isinstance(value, int) else str(value))
+    out_console.print(table)
+
+
+@cache_app.command("verify")
+def cache_verify(cache: Annotated[Path, typer.Argument(help="Feature cache directory.")]) -> None:
+    """Read every clip of a cache; name the damaged shards and clips (exit 1). `mark1 extract` redoes them."""
+    from mark1.cache import FeatureCache, damaged_shards
+
+    reader = FeatureCache(cache)
+    damaged = damaged_shards(cache)
+    for shard, reason in damaged:
+        keys = [k for k in reader if reader.row(k)["shard"] == shard]
+        more = " ..." if len(keys) > 5 else ""
+        console.print(
+            f"[red]damaged[/] {shard} ({reason}): {len(keys)} clip(s): {', '.join(keys[:5])}{more}",
+            soft_wrap=True,
+        )
+    if damaged:
+        console.print("run `mark1 extract` with the same --videos and --cache to re-extract just those clips")
+        raise typer.Exit(1)
+    console.print(f"[green]ok[/] {cache}: {len(reader)} clips read whole")
+
+
+def validate(
+    annotations: Annotated[
+        Path, typer.Argument(help="Annotation file: RoadBuddy JSON, JSON list, JSONL, Parquet or CSV.")
+    ],
+    cache: Annotated[Path | None, typer.Option("--cache", help="Also check every video is cached.")] = None,
+) -> None:
+    """Check an annotation file: every problem with its row and id; exit 1 on errors (warnings pass)."""
+    from mark1.annotations import check_against_cache, load_annotations
+    from mark1.cache import FeatureCache
+
+    records, issues = load_annotations(annotations)
+    if cache is not None:
+        issues += check_against_cache(records, FeatureCache(cache))
+    for issue in issues:
+        colour = "red" if issue.level == "error" else "yellow"
+        console.print(f"[{colour}]{issue.level}[/] {issue}", soft_wrap=True)
+    errors = sum(i.level == "error" for i in issues)
+    counts = Counter(len(r.choices) for r in records)
+    by_choices = ", ".join(f"{n} with {k} choices" for k, n in sorted(counts.items()))
+    console.print(
+        f"{annotations}: {len(records)} questions ({by_choices}), {errors} error(s), {len(issues) - errors} warning(s)"
+    )
+    if errors:
+        raise typer.Exit(1)
+
+
+def tiny_backbones(
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Directory for vjepa2-tiny/ and qwen3-tiny/.")
+    ] = None,
+) -> None:
+    """Write tiny random-weight V-JEPA2 and Qwen3 models (with tokenizer) in Hugging Face format, seeded."""
+    from mark1.tiny import write_tiny_backbones
+
+    encoder_dir, llm_dir = write_tiny_backbones(out_dir or mark1_home() / "tiny")
+    console.print(f"[green]wrote[/] {encoder_dir} and {llm_dir}")

@@ -1,0 +1,146 @@
+"""Checkpoints: `runs/NAME/{best,last}/` with the projector (safetensors), config.json and the training state.
+
+`save_checkpoint` writes one; `Checkpoint.open` is the one reader (config, projector, prompt format, training
+state, fit to a cache) that resume, eval, predict, infer and the Python API all use. A checkpoint directory
+is replaced atomically: written as NAME.tmp, the old one moved aside, the new one renamed in; a run killed
+at any moment leaves the previous good checkpoint loadable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mark1.cache import CacheSpec
+from mark1.config import Config
+from mark1.devices import parse_device_map
+from mark1.errors import CacheError, CheckpointError
+from mark1.model.projector import Projector
+from mark1.model.video_qa import VideoQAModel
+from mark1.prompt import PROMPT_FORMAT
+
+CHECKPOINT_FORMAT = "mark1-checkpoint"
+CHECKPOINT_VERSION = 1
+META_FILE, STATE_FILE = "config.json", "training_state.pt"
+
+
+def save_checkpoint(
+    directory: Path,
+    projector: Projector,
+    cfg: Config,
+    spec: CacheSpec,
+    state: dict[str, Any] | None = None,
+    metrics: dict[str, Any] | None = None,
+) -> None:
+    """Write projector weights, config.json (backbones, cache fingerprint, prompt format) and training state."""
+    tmp = directory.with_name(directory.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    meta = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "encoder": cfg.encoder,
+        "llm": cfg.llm,
+        "prompt_format": PROMPT_FORMAT,
+        "cache": dataclasses.asdict(spec),
+        "config": cfg.to_dict(),
+        "metrics": metrics or {},
+    }
+    try:
+        projector.save(tmp)
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False))
+        if state is not None:
+            torch.save(state, tmp / STATE_FILE)
+    except (OSError, RuntimeError) as err:  # a full disk (torch.save says RuntimeError): old one untouched
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointError(
+            f"cannot write checkpoint {directory} ({err}); the previous one there is intact: free disk space "
+            "and continue with --resume"
+        ) from err
+    old = directory.with_name(directory.name + ".old")
+    if directory.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        directory.rename(old)
+    tmp.rename(directory)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint directory, read and checked once: what it was trained with and on."""
+
+    path: Path  # the directory read: runs/NAME/last, or last.old after a swap that was cut short
+    config: Config
+    cache_spec: CacheSpec  # the features the projector was trained on
+    metrics: dict[str, Any]
+
+    @classmethod
+    def open(cls, directory: Path | str) -> Checkpoint:
+        path = _resolve(Path(directory))
+        meta_path = path / META_FILE
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as err:
+            raise CheckpointError(f"{meta_path} is damaged ({err})") from err
+        if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
+            raise CheckpointError(f"{meta_path} is not a Mark-1 checkpoint")
+        if meta.get("version") != CHECKPOINT_VERSION:
+            raise CheckpointError(
+                f"{meta_path} is checkpoint version {meta.get('version')}, this Mark-1 reads {CHECKPOINT_VERSION}"
+            )
+        if meta.get("prompt_format") != PROMPT_FORMAT:
+            raise CheckpointError(
+                f"{meta_path} was trained with prompt format {meta.get('prompt_format')!r}, this Mark-1 "
+                f"uses {PROMPT_FORMAT!r}; retrain or use the matching Mark-1 version"
+            )
+        try:
+            spec = CacheSpec(**meta["cache"])
+        except (KeyError, TypeError) as err:
+            raise CheckpointError(f"{meta_path} is damaged (cache spec: {err})") from err
+        config = Config.from_dict(meta.get("config", {}), source=str(meta_path))
+        return cls(path, config, spec, meta.get("metrics", {}))
+
+    def check_cache(self, spec: CacheSpec) -> None:
+        """A checkpoint works only on features of the encoder and sampling it was trained on."""
+        try:
+            spec.check_compatible(self.cache_spec, self.path)
+        except CacheError as err:
+            raise CheckpointError(f"checkpoint {self.path} does not fit these features: {err}") from err
+
+    def projector(self) -> Projector:
+        return Projector.load(self.path)
+
+    def training_state(self) -> dict[str, Any]:
+        path = self.path / STATE_FILE
+        if not path.is_file():
+            raise CheckpointError(f"{self.path} holds no training state to resume from")
+        try:  # weights_only: loading a checkpoint never runs code from it
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # torch raises several types for damaged or foreign files
+            raise CheckpointError(
+                f"cannot read {path} ({type(err).__name__}: {err}); start without --resume"
+            ) from err
+
+    def load_model(self, spec: CacheSpec, cfg: Config | None = None) -> VideoQAModel:
+        """The trained projector + the LLM its config names (or `cfg`'s), placed by `answer.device_map`,
+        once `spec` (a cache's or an encoder's) is checked to give the features it was trained on."""
+        self.check_cache(spec)
+        cfg = cfg or self.config
+        return VideoQAModel.load(cfg, parse_device_map(cfg.answer.device_map), self.projector())
+
+
+def _resolve(directory: Path) -> Path:
+    if (directory / META_FILE).is_file():
+        return directory
+    old = directory.with_name(directory.name + ".old")
+    if (old / META_FILE).is_file():  # killed between moving the old one aside and renaming the new one in
+        return old
+    raise CheckpointError(
+        f"no Mark-1 checkpoint at {directory} ({META_FILE} missing); "
+        "point --checkpoint at runs/NAME/best or runs/NAME/last"
+    )

@@ -1,0 +1,123 @@
+"""The frozen LLM: its tokenizer, the LLaVA-style splice of soft tokens into a prompt, choice scoring with the
+prompt's KV cache, and KV-cached generation. Never trained: eval mode, no weight gradients."""
+
+from __future__ import annotations
+
+import warnings
+from contextlib import AbstractContextManager
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from mark1.backbones import load_llm, load_tokenizer
+from mark1.errors import ConfigError
+from mark1.prompt import VIDEO_TOKEN
+
+
+class FrozenLLM:
+    """A causal LM + its tokenizer; gradients flow through it to the soft tokens, never into its weights."""
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+        self.model = model.eval().requires_grad_(False)
+        self.tokenizer = tokenizer
+        self.video_token_id = tokenizer.convert_tokens_to_ids(VIDEO_TOKEN)
+        if self.video_token_id is None or self.video_token_id == tokenizer.unk_token_id:
+            raise ConfigError(f"the LLM's tokenizer has no {VIDEO_TOKEN} token for the video placeholder")
+
+    @classmethod
+    def load(cls, name: str, device: torch.device) -> FrozenLLM:
+        return cls(load_llm(name, device=device), load_tokenizer(name))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def hidden_size(self) -> int:
+        return self.model.config.hidden_size
+
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.pad_token_id or 0
+
+    def autocast(self) -> AbstractContextManager:
+        # T4 has no bf16: fp16 autocast on CUDA (with a GradScaler in training), plain fp32 on CPU.
+        return torch.autocast("cuda", dtype=torch.float16, enabled=self.device.type == "cuda")
+
+    def encode_text(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False).input_ids
+
+    def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
+        """The frozen embedding table's rows for `ids` (no gradient), on the LLM's device."""
+        with torch.no_grad():
+            return self.model.get_input_embeddings()(ids.to(self.device, non_blocking=True))
+
+    def embed_prompt(self, input_ids: torch.Tensor, soft_tokens: torch.Tensor) -> torch.Tensor:
+        """LLaVA-style splice: the soft tokens replace the embeddings of the VIDEO_TOKEN placeholders."""
+        placeholders = input_ids == self.video_token_id  # checked where the ids are (the CPU): no GPU sync
+        per_row = placeholders.sum(dim=1)
+        if not torch.all(per_row == soft_tokens.shape[1]):
+            raise ValueError(
+                f"prompt has {per_row.tolist()} video placeholders, projector gives "
+                f"{soft_tokens.shape[1]} soft tokens per row"
+            )
+        embeds = self.embed_tokens(input_ids)
+        soft = soft_tokens.to(self.device, embeds.dtype)
+        return embeds.masked_scatter(placeholders.to(self.device).unsqueeze(-1), soft)
+
+    def answer_logits(
+        self, embeds: torch.Tensor, attention_mask: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor
+    ) -> torch.Tensor:
+        """Logits (N, V) of the next token at positions (rows, cols) only: the loss needs the answer
+        positions, not the whole vocabulary x sequence."""
+        dev = self.device
+        with self.autocast():
+            hidden = self.model.get_decoder()(
+                inputs_embeds=embeds, attention_mask=attention_mask.to(dev, non_blocking=True)
+            ).last_hidden_state
+            picked = hidden[rows.to(dev, non_blocking=True), cols.to(dev, non_blocking=True)]
+            return self.model.get_output_embeddings()(picked).float()
+
+    def choice_logprobs(
+        self, prompt: torch.Tensor, choices: list[list[int]], reuse_prompt: bool = True
+    ) -> torch.Tensor:
+        """Summed log-probability of each token sequence in `choices` after `prompt` (1, P, D) → (n,).
+
+        With `reuse_prompt` the prompt runs once and its KV cache serves every choice (batched); without,
+        the prompt is re-run per choice (the benchmark's baseline).
+        """
+        n, longest = len(choices), max(len(c) for c in choices)
+        ids = torch.tensor([c + [self.pad_id] * (longest - len(c)) for c in choices], device=self.device)
+        valid = torch.tensor([[1] * len(c) + [0] * (longest - len(c)) for c in choices], device=self.device)
+        decoder = self.model.get_decoder()
+        with self.autocast():
+            if reuse_prompt:
+                first = decoder(inputs_embeds=prompt, use_cache=True)
+                cache = first.past_key_values
+                cache.batch_repeat_interleave(n)
+                with (
+                    warnings.catch_warnings()
+                ):  # newer transformers call it `cache`; the old name works everywhere
+                    warnings.filterwarnings("ignore", message=".*past_key_values.*", category=FutureWarning)
+                    # Right padding: a choice's real tokens never attend to the pads after them (causal).
+                    rest = decoder(input_ids=ids, past_key_values=cache).last_hidden_state  # (n, Lc, D)
+                hidden = torch.cat([first.last_hidden_state[:, -1:].expand(n, -1, -1), rest[:, :-1]], dim=1)
+            else:
+                embeds = torch.cat([prompt.expand(n, -1, -1), self.model.get_input_embeddings()(ids)], dim=1)
+                hidden = decoder(inputs_embeds=embeds).last_hidden_state[:, prompt.shape[1] - 1 : -1]
+            logits = self.model.get_output_embeddings()(hidden).float()  # (n, Lc, V)
+        token_logprobs = logits.log_softmax(-1).gather(-1, ids.unsqueeze(-1)).squeeze(-1)
+        return (token_logprobs * valid).sum(dim=1)
+
+    def generate(self, prompt: torch.Tensor, max_new_tokens: int) -> str:
+        """Greedy free text after `prompt` (1, P, D), with the KV cache."""
+        with self.autocast():
+            tokens = self.model.generate(
+                inputs_embeds=prompt,
+                attention_mask=torch.ones(prompt.shape[:2], dtype=torch.long, device=self.device),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=self.tokenizer.pad_token_id,
+                eos_token_id=self.tokenizer.eos_token_id,
+            )
+        return self.tokenizer.decode(tokens[0], skip_special_tokens=True).strip()

@@ -1,0 +1,87 @@
+"""`Mark1`, the Python API of one pass: decode a video with stage one's exact code, encode, project, answer."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from mark1.annotations import LETTERS, letter_choices
+from mark1.cache import CacheSpec, position_times
+from mark1.config import Config
+from mark1.devices import parse_device_map
+from mark1.encoder import VideoEncoder
+from mark1.metrics import moments
+from mark1.model.checkpoint import Checkpoint
+from mark1.model.video_qa import VideoQAModel
+from mark1.video import Clip, load_clip
+
+
+@dataclass
+class InferResult:
+    answer: str  # the chosen choice ("B. Sai") or the generated text
+    letter: str | None
+    probs: dict[str, float]  # letter → probability (empty for free text)
+    moments: list[dict[str, float]]  # [{"time_s", "score"}], best first
+    saliency: list[float]  # per temporal position
+    times_s: list[float]  # time of each temporal position
+    timings_s: dict[str, float] = field(default_factory=dict)  # decode, encode, answer
+
+
+class Mark1:
+    """`Mark1.from_pretrained("runs/NAME/best").answer(video, question, choices)`."""
+
+    def __init__(self, encoder: VideoEncoder, model: VideoQAModel, spec: CacheSpec, cfg: Config) -> None:
+        self.encoder, self.model, self.spec, self.cfg = encoder, model, spec, cfg
+
+    @classmethod
+    def from_pretrained(cls, checkpoint: Path | str, cfg: Config | None = None) -> Mark1:
+        """The checkpoint's projector and the backbones its config names (or `cfg`'s), placed by
+        `answer.device_map` (two GPUs: encoder and projector on cuda:0, the LLM on cuda:1)."""
+        ckpt = Checkpoint.open(checkpoint)
+        cfg = cfg or ckpt.config
+        encoder = VideoEncoder.load(cfg, parse_device_map(cfg.answer.device_map)["encoder"])
+        spec = CacheSpec.for_encoder(encoder.describe())
+        return cls(encoder, ckpt.load_model(spec, cfg), spec, cfg)  # the encoder must fit the projector
+
+    def features(self, clip: Clip) -> torch.Tensor:
+        """(T', H', W', D) features of a decoded clip, rounded to float16 exactly as the cache stores them."""
+        return self.encoder(clip.frames[None])[0].to("cpu", torch.float16)
+
+    def decode(self, video: Path | str) -> Clip:
+        backend = self.cfg.answer.decode_backend
+        return load_clip(Path(video), self.spec.num_frames, self.spec.crop_size, backend=backend)
+
+    def answer(
+        self,
+        video: Path | str,
+        question: str,
+        choices: list[str] | None = None,
+        max_new_tokens: int | None = None,
+    ) -> InferResult:
+        """Answer one question about one video; with choices, rank them; without, generate free text (at most
+        `max_new_tokens`, default `answer.max_new_tokens`)."""
+        t0 = time.perf_counter()
+        clip = self.decode(video)
+        t1 = time.perf_counter()
+        features = self.features(clip)
+        t2 = time.perf_counter()
+        times = position_times(clip.frame_times_s, self.spec.tubelet_size).tolist()
+        if choices:
+            choices = letter_choices(choices, 0, "-", [])
+            out = self.model.answer(features, question, choices)
+            text, letter = choices[out.index], LETTERS[out.index]
+            probs, saliency = dict(zip(LETTERS, out.probs, strict=False)), out.saliency
+        else:
+            text, saliency = self.model.generate(
+                features, question, max_new_tokens or self.cfg.answer.max_new_tokens
+            )
+            letter, probs = None, {}
+        t3 = time.perf_counter()
+        found = [{"time_s": round(t, 3), "score": round(s, 4)} for t, s in moments(saliency, times)]
+        timings = {"decode": t1 - t0, "encode": t2 - t1, "answer": t3 - t2}
+        return InferResult(
+            text, letter, probs, found, saliency, times, {k: round(v, 4) for k, v in timings.items()}
+        )

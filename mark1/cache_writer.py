@@ -7,7 +7,6 @@ only ever lists clips of closed shards. A killed run loses at most its open shar
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 from collections.abc import Iterator
@@ -34,24 +33,7 @@ from mark1.cache import (
     read_manifest,
 )
 from mark1.errors import CacheError
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+from mark1.files import acquire_lock, fsync_dir, write_atomic
 
 
 def merge_parts(cache_dir: Path) -> None:
@@ -64,8 +46,8 @@ def merge_parts(cache_dir: Path) -> None:
     failures = {k: v for k, v in read_failures(cache_dir).items() if k not in done}
     sink = pa.BufferOutputStream()
     pq.write_table(manifest, sink)
-    _write_atomic(cache_dir / MANIFEST_FILE, sink.getvalue().to_pybytes())
-    _write_atomic(cache_dir / FAILURES_FILE, _failure_lines(failures))
+    write_atomic(cache_dir / MANIFEST_FILE, sink.getvalue().to_pybytes())
+    write_atomic(cache_dir / FAILURES_FILE, _failure_lines(failures))
     for part in parts:  # a crash before this leaves parts that repeat main rows: readers keep each key once
         part.unlink()
 
@@ -102,10 +84,11 @@ class CacheWriter:
         if (cache_dir / SPEC_FILE).is_file():
             CacheSpec.read(cache_dir).check_compatible(spec, cache_dir)  # before touching anything
         self.shard_dir.mkdir(parents=True, exist_ok=True)
-        self._lock = self._acquire_lock(LOCK_FILE if rank == 0 else f"{LOCK_FILE}.r{rank:03d}")
+        lock = LOCK_FILE if rank == 0 else f"{LOCK_FILE}.r{rank:03d}"  # torchrun: one writer per rank
+        self._lock = acquire_lock(cache_dir, lock, "cache", CacheError)
         if rank == 0:
             if not (cache_dir / SPEC_FILE).is_file():
-                _write_atomic(cache_dir / SPEC_FILE, spec.to_json().encode())
+                write_atomic(cache_dir / SPEC_FILE, spec.to_json().encode())
             merge_parts(cache_dir)
             for leftover in self.shard_dir.glob("*.h5.tmp"):
                 leftover.unlink()
@@ -124,24 +107,6 @@ class CacheWriter:
         self._file: h5py.File | None = None
         self._pending: list[dict[str, Any]] = []
         self._pending_bytes = 0
-
-    def _acquire_lock(self, name: str) -> Any:
-        handle = open(self.path / name, "a+")  # noqa: SIM115 (held open: the lock lives as long as the writer)
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            owner = handle.read().strip() or "unknown"
-            handle.close()
-            raise CacheError(
-                f"cache {self.path} is being written by another process ({owner}); wait for it to "
-                "finish, or use torchrun to extract in parallel"
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()} on {os.uname().nodename}")
-        handle.flush()
-        return handle
 
     def _drop_damaged(self) -> None:
         """Unlist the clips of shards that are missing or cannot be read, so this run extracts them again."""
@@ -241,7 +206,7 @@ class CacheWriter:
                 os.fsync(f.fileno())
             self._file = None
             os.replace(self._file_path, self.shard_dir / self._shard_name)
-            _fsync_dir(self.shard_dir)
+            fsync_dir(self.shard_dir)
             self._commit_rows(self._pending)
             self._pending, self._pending_bytes = [], 0
 
@@ -250,14 +215,14 @@ class CacheWriter:
         self.manifest = pa.concat_tables([self.manifest, new])
         sink = pa.BufferOutputStream()
         pq.write_table(self.manifest, sink)
-        _write_atomic(self.path / self._manifest_file, sink.getvalue().to_pybytes())
+        write_atomic(self.path / self._manifest_file, sink.getvalue().to_pybytes())
         committed = {row["key"] for row in rows}
         if committed & set(self.failures):
             self.failures = {k: v for k, v in self.failures.items() if k not in committed}
             self._write_failures()
 
     def _write_failures(self) -> None:
-        _write_atomic(self.path / self._failures_file, _failure_lines(self.failures))
+        write_atomic(self.path / self._failures_file, _failure_lines(self.failures))
 
     def close(self) -> None:
         try:

@@ -116,6 +116,20 @@ class TrainConfig:
 
 
 @dataclass
+class PromptConfig:
+    """Token caps on what a question brings, the same in training and answering (checkpoints keep them)."""
+
+    max_question_tokens: int = 256  # longer questions are cut, with a warning naming the row
+    max_choice_tokens: int = 64  # per choice
+    max_prompt_tokens: int = 2048  # the whole prompt with its soft tokens and answer; a longer row is refused
+
+    def __post_init__(self) -> None:
+        for name in ("max_question_tokens", "max_choice_tokens", "max_prompt_tokens"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"prompt.{name} must be >= 1, got {getattr(self, name)!r}")
+
+
+@dataclass
 class AnswerConfig:
     """How eval, predict and infer place the model and read a video (training places by train.device_map)."""
 
@@ -139,6 +153,7 @@ class Config:
     extract: ExtractConfig = field(default_factory=ExtractConfig)
     projector: ProjectorConfig = field(default_factory=ProjectorConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
     answer: AnswerConfig = field(default_factory=AnswerConfig)
 
     def to_dict(self) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from dataclasses import dataclass, fields
 
@@ -12,10 +13,11 @@ from transformers import PreTrainedTokenizerBase
 
 from mark1.annotations import QARecord
 from mark1.cache import FeatureCache
-from mark1.prompt import answer_text, build_prompt, question_text
+from mark1.config import PromptConfig
+from mark1.prompt import answer_text, encode_prompt, fit_text, question_text
 
+log = logging.getLogger(__name__)
 IGNORE = -100  # label of positions that are not part of the answer
-MAX_QUESTION_TOKENS = 256  # the fusion layers read at most this much of the question + choices
 
 
 @dataclass
@@ -55,6 +57,7 @@ class Example:
     labels: list[int]
     saliency: np.ndarray
     has_support: bool
+    truncated: bool  # the question or a choice was cut to the prompt's token caps
 
 
 def make_example(
@@ -63,20 +66,26 @@ def make_example(
     num_video_tokens: int,
     times: np.ndarray,
     radius_s: float,
+    budget: PromptConfig | None = None,
 ) -> Example:
-    """Tokenize one record: the shared prompt, the answer "B. Sai<|im_end|>" as the only labelled tokens."""
+    """Tokenize one record: the shared prompt, the answer "B. Sai<|im_end|>" as the only labelled tokens;
+    question and choices cut to the token caps exactly as answering cuts them."""
     if record.key is None or record.answer is None:
         raise ValueError(f"record {record.id} needs a matched video key and an answer to train on")
-    encode = lambda text: tokenizer(text, add_special_tokens=False).input_ids  # noqa: E731
-    prompt = encode(build_prompt(tokenizer, record.question, record.choices, num_video_tokens))
-    answer = encode(answer_text(tokenizer, record.choices[record.answer]))
+    budget = budget or PromptConfig()
+    text = fit_text(tokenizer, record.question, record.choices, budget)
+    encode = lambda s: tokenizer(s, add_special_tokens=False).input_ids  # noqa: E731
+    where = f"row {record.row} (id {record.id})"
+    prompt = encode_prompt(tokenizer, text, num_video_tokens, budget, where)
+    answer = encode(answer_text(tokenizer, text.choices[record.answer]))
     return Example(
         key=record.key,
-        question_ids=encode(question_text(record.question, record.choices))[:MAX_QUESTION_TOKENS],
+        question_ids=encode(question_text(text.question, text.choices)),
         input_ids=prompt + answer,
         labels=[IGNORE] * len(prompt) + answer,
         saliency=saliency_targets(times, record.support_frames, radius_s),
         has_support=bool(record.support_frames),
+        truncated=text.truncated,
     )
 
 
@@ -90,12 +99,21 @@ class QADataset(Dataset):
         tokenizer: PreTrainedTokenizerBase,
         num_video_tokens: int,
         radius_s: float,
+        budget: PromptConfig | None = None,
     ) -> None:
         self.cache = cache
         self.examples = [
-            make_example(r, tokenizer, num_video_tokens, cache.position_times(r.key), radius_s)
+            make_example(r, tokenizer, num_video_tokens, cache.position_times(r.key), radius_s, budget)
             for r in records
         ]
+        for record, example in zip(records, self.examples, strict=True):
+            if example.truncated:
+                log.warning(
+                    "row %d (id %s): question or choices cut to the prompt's token caps",
+                    record.row,
+                    record.id,
+                )
+        self.num_truncated = sum(e.truncated for e in self.examples)
 
     def __len__(self) -> int:
         return len(self.examples)

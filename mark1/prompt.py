@@ -2,12 +2,42 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from transformers import PreTrainedTokenizerBase
+
+from mark1.config import PromptConfig
+from mark1.errors import AnnotationError
 
 PROMPT_FORMAT = "mark1-chat-v1"  # stored in checkpoints; bump when the text below changes
 VIDEO_TOKEN, VISION_START, VISION_END = "<|video_pad|>", "<|vision_start|>", "<|vision_end|>"
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"  # choice labels, by position
 INSTRUCTION = "Answer with the letter and the text of the correct choice."
+
+
+@dataclass
+class FittedText:
+    """A question and its choices cut to the prompt's token caps."""
+
+    question: str
+    choices: list[str]
+    truncated: bool  # something was cut
+
+
+def fit_text(
+    tokenizer: PreTrainedTokenizerBase, question: str, choices: list[str], budget: PromptConfig
+) -> FittedText:
+    """Cut the question to `max_question_tokens` and each choice to `max_choice_tokens`: training and
+    answering call this one function, so both see the same text."""
+
+    def cut(text: str, limit: int) -> tuple[str, bool]:
+        ids = tokenizer(text, add_special_tokens=False).input_ids
+        return (text, False) if len(ids) <= limit else (tokenizer.decode(ids[:limit]), True)
+
+    question, cut_question = cut(question, budget.max_question_tokens)
+    fitted = [cut(c, budget.max_choice_tokens) for c in choices]
+    truncated = cut_question or any(was_cut for _, was_cut in fitted)
+    return FittedText(question, [c for c, _ in fitted], truncated)
 
 
 def user_text(question: str, choices: list[str], num_video_tokens: int) -> str:
@@ -42,3 +72,23 @@ def build_prompt(
 def answer_text(tokenizer: PreTrainedTokenizerBase, choice: str) -> str:
     """The training target and scoring text of a choice ("B. Sai"), closed by the end-of-turn token."""
     return choice + (tokenizer.eos_token or "")
+
+
+def encode_prompt(
+    tokenizer: PreTrainedTokenizerBase,
+    text: FittedText,
+    num_video_tokens: int,
+    budget: PromptConfig,
+    where: str,
+) -> list[int]:
+    """The prompt's token ids; a prompt that leaves no room for its longest answer within
+    `max_prompt_tokens` is refused, naming `where` (the row, or the question)."""
+    encode = lambda s: tokenizer(s, add_special_tokens=False).input_ids  # noqa: E731
+    ids = encode(build_prompt(tokenizer, text.question, text.choices, num_video_tokens))
+    longest = max((len(encode(answer_text(tokenizer, c))) for c in text.choices), default=0)
+    if len(ids) + longest > budget.max_prompt_tokens:
+        raise AnnotationError(
+            f"{where}: the prompt and its answer take {len(ids) + longest} tokens, past "
+            f"prompt.max_prompt_tokens={budget.max_prompt_tokens}; shorten it, or raise the cap with --set"
+        )
+    return ids

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from mark1.errors import Mark1Error
+from mark1.files import atomic_file
 from mark1.model.mark1 import InferResult
 from mark1.video import Clip
 
@@ -36,6 +37,6 @@ def save_timeline(result: InferResult, clip: Clip, path: Path) -> None:
         ax.set_title(f"{m['time_s']:.2f} s ({m['score']:.2f})", fontsize=9)
         ax.axis("off")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    with atomic_file(path, "wb") as f:  # PNG whatever the name says: the path printed is the file written
+        fig.savefig(f, format="png", dpi=100)
     plt.close(fig)

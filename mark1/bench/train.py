@@ -52,7 +52,9 @@ def bench_train(
     tc = dataclasses.replace(cfg.train, grad_accum=1)
     cache = FeatureCache(cache_dir)
     records = bench_records(cache, 2 * tc.batch_size)
-    dataset = QADataset(records, cache, model.tokenizer, model.num_video_tokens, tc.saliency_radius_s)
+    dataset = QADataset(
+        records, cache, model.tokenizer, model.num_video_tokens, tc.saliency_radius_s, model.budget
+    )
     device = model.llm.device
     opt = Optimization.build(model.projector, tc, total_steps=1000, on_gpu=device.type == "cuda")
     model.train(True)

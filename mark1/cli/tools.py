@@ -43,7 +43,10 @@ def bench(
     if not set(stages) <= set(BENCH_STAGES) or size not in ("tiny", "full"):
         raise typer.BadParameter(f"stage must be one of {', '.join(BENCH_STAGES)} or all; size tiny or full")
     from mark1.bench.run import run_bench
+    from mark1.files import check_output_file, write_atomic
 
+    if json_out is not None:
+        check_output_file(json_out, "--json")
     cfg = settings(config or "tiny", set_)
     with console.status(f"benchmarking {', '.join(stages)} ({size})"):
         result = run_bench(stages, cfg, size, device, clips, memory_gb)
@@ -52,7 +55,7 @@ def bench(
         table.add_row(row["stage"], row["figure"], f"{row['value']:,.6g}", row["unit"])
     out_console.print(table)
     if json_out is not None:
-        json_out.write_text(json.dumps(dataclasses.asdict(result), indent=2))
+        write_atomic(json_out, json.dumps(dataclasses.asdict(result), indent=2).encode())
         console.print(f"[green]wrote[/] {json_out}")
 
 

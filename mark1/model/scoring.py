@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import torch
@@ -10,6 +11,8 @@ from mark1.annotations import QARecord
 from mark1.cache import FeatureCache
 from mark1.metrics import moments
 from mark1.model.video_qa import VideoQAModel
+
+log = logging.getLogger(__name__)
 
 
 def score_records(
@@ -27,6 +30,12 @@ def score_records(
             features, _ = cache[record.key]
             times = cache.position_times(record.key).tolist()
             answer = model.answer(torch.from_numpy(features), record.question, record.choices)
+            if answer.truncated:
+                log.warning(
+                    "row %d (id %s): question or choices cut to the prompt's token caps",
+                    record.row,
+                    record.id,
+                )
             rows.append(
                 {
                     "id": record.id,
@@ -45,6 +54,7 @@ def score_records(
                     "duration_s": cache.row(record.key)["duration_s"],
                     "support_frames": record.support_frames,
                     "spans": [list(s) for s in record.spans],
+                    "truncated": answer.truncated,
                 }
             )
             if on_item is not None:

@@ -8,12 +8,12 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedTokenizerBase
 
-from mark1.config import Config
+from mark1.config import Config, PromptConfig
 from mark1.data import IGNORE, Batch
 from mark1.errors import ConfigError
 from mark1.model.llm import FrozenLLM
 from mark1.model.projector import Projector, ProjectorOutput
-from mark1.prompt import answer_text, build_prompt, question_text
+from mark1.prompt import FittedText, answer_text, encode_prompt, fit_text, question_text
 
 
 @dataclass
@@ -30,13 +30,18 @@ class Answer:
     index: int
     probs: list[float]  # one per choice, from the LLM's log-likelihood of each choice's text
     saliency: list[float]  # sigmoid of each temporal position's logit
+    truncated: bool = False  # the question or a choice was cut to the prompt's token caps
 
 
 class VideoQAModel(torch.nn.Module):
     """Trainable projector + frozen LLM; the projector's gradients come back through the LLM."""
 
     def __init__(
-        self, llm: FrozenLLM, projector: Projector, projector_device: torch.device | None = None
+        self,
+        llm: FrozenLLM,
+        projector: Projector,
+        projector_device: torch.device | None = None,
+        budget: PromptConfig | None = None,
     ) -> None:
         super().__init__()
         if projector.llm_dim != llm.hidden_size:
@@ -46,6 +51,13 @@ class VideoQAModel(torch.nn.Module):
             )
         self.llm = llm
         self.projector = projector.to(projector_device or llm.device)
+        self.budget = budget or PromptConfig()  # the checkpoint's caps: answering cuts text as training did
+        context = getattr(llm.model.config, "max_position_embeddings", None)
+        if context is not None and self.budget.max_prompt_tokens > context:
+            raise ConfigError(
+                f"prompt.max_prompt_tokens={self.budget.max_prompt_tokens} is past the LLM's context of "
+                f"{context} tokens; set it to at most {context}"
+            )
 
     @classmethod
     def load(
@@ -58,7 +70,7 @@ class VideoQAModel(torch.nn.Module):
         """The LLM `cfg` names on `placement["llm"]` + the given projector, or a fresh one for `video_dim`."""
         llm = FrozenLLM.load(cfg.llm, placement["llm"])
         projector = projector or Projector(cfg.projector, video_dim, llm.hidden_size)
-        return cls(llm, projector, placement["projector"])
+        return cls(llm, projector, placement["projector"], cfg.prompt)
 
     @property
     def tokenizer(self) -> PreTrainedTokenizerBase:
@@ -126,25 +138,25 @@ class VideoQAModel(torch.nn.Module):
 
         features: (T', H', W', D); `reuse_prompt=False` re-runs the prompt per choice (the bench's baseline).
         """
-        out, prompt = self._prompt(features, question, choices)
-        texts = [self.llm.encode_text(answer_text(self.tokenizer, c)) for c in choices]
-        probs = torch.softmax(self.llm.choice_logprobs(prompt, texts, reuse_prompt), dim=0)
-        return Answer(int(probs.argmax()), probs.tolist(), torch.sigmoid(out.saliency_logits[0]).tolist())
+        text = fit_text(self.tokenizer, question, choices, self.budget)
+        out, prompt = self._prompt(features, text)
+        answers = [self.llm.encode_text(answer_text(self.tokenizer, c)) for c in text.choices]
+        probs = torch.softmax(self.llm.choice_logprobs(prompt, answers, reuse_prompt), dim=0)
+        saliency = torch.sigmoid(out.saliency_logits[0]).tolist()
+        return Answer(int(probs.argmax()), probs.tolist(), saliency, text.truncated)
 
     @torch.no_grad()
     def generate(
         self, features: torch.Tensor, question: str, max_new_tokens: int = 64
     ) -> tuple[str, list[float]]:
         """Free-text answer (no choices) with the KV cache; also returns the saliency."""
-        out, prompt = self._prompt(features, question, [])
+        out, prompt = self._prompt(features, fit_text(self.tokenizer, question, [], self.budget))
         text = self.llm.generate(prompt, max_new_tokens)
         return text, torch.sigmoid(out.saliency_logits[0]).tolist()
 
-    def _prompt(
-        self, features: torch.Tensor, question: str, choices: list[str]
-    ) -> tuple[ProjectorOutput, torch.Tensor]:
+    def _prompt(self, features: torch.Tensor, text: FittedText) -> tuple[ProjectorOutput, torch.Tensor]:
         """The projector's output for one question and its prompt's embeddings (1, P, D), soft tokens in."""
-        ids = torch.tensor([self.llm.encode_text(question_text(question, choices))])
+        ids = torch.tensor([self.llm.encode_text(question_text(text.question, text.choices))])
         out = self.project(features[None], ids, torch.ones_like(ids, dtype=torch.bool))
-        prompt = self.llm.encode_text(build_prompt(self.tokenizer, question, choices, self.num_video_tokens))
+        prompt = encode_prompt(self.tokenizer, text, self.num_video_tokens, self.budget, "the question")
         return out, self.llm.embed_prompt(torch.tensor([prompt]), out.soft_tokens)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 from collections.abc import Callable
@@ -13,12 +14,14 @@ from mark1.annotations import match_videos, require_valid
 from mark1.cache import FeatureCache
 from mark1.config import Config
 from mark1.errors import AnnotationError
+from mark1.files import atomic_file, check_output_dir, check_output_file, write_atomic
 from mark1.metrics import summarize
 from mark1.model.checkpoint import Checkpoint
 from mark1.model.scoring import score_records
 from mark1.model.video_qa import VideoQAModel
 
 log = logging.getLogger(__name__)
+PREDICTIONS, UNMATCHED = "predictions.jsonl", "unmatched.jsonl"  # written beside the submission
 
 
 @dataclass
@@ -36,9 +39,8 @@ class PredictResult:
     num_fallback: int  # questions whose video is not in the cache: answered "A" and counted
 
 
-def write_jsonl(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+def jsonl_bytes(rows: list[dict]) -> bytes:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
 
 
 def evaluate(
@@ -50,19 +52,23 @@ def evaluate(
     model: VideoQAModel | None = None,
     on_item: Callable[[int, int], None] | None = None,
 ) -> EvalResult:
-    """Accuracy (overall, by number of choices) and temporal metrics; writes metrics.json + predictions.jsonl."""
+    """Accuracy (overall, by number of choices) and temporal metrics; writes predictions.jsonl, then
+    metrics.json (last, naming the predictions' sha256: the two always belong together)."""
     cache = FeatureCache(cache_dir)
     records = require_valid(annotations, cache)
     if not any(r.answer is not None for r in records):
         raise AnnotationError(f"{annotations} has no answers to score; use `mark1 predict` for a test file")
+    if out_dir is not None:
+        check_output_dir(out_dir, "--out")
     model = model or Checkpoint.open(checkpoint).load_model(cache.spec, cfg)
     rows = score_records(model, cache, records, on_item)
     metrics = summarize(rows)
     if out_dir is None:
         return EvalResult(metrics, None, None)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    write_jsonl(out_dir / "predictions.jsonl", rows)
+    predictions = jsonl_bytes(rows)
+    write_atomic(out_dir / "predictions.jsonl", predictions)
+    summary = {**metrics, "predictions_sha256": hashlib.sha256(predictions).hexdigest()}
+    write_atomic(out_dir / "metrics.json", json.dumps(summary, indent=2).encode())
     return EvalResult(metrics, out_dir / "metrics.json", out_dir / "predictions.jsonl")
 
 
@@ -77,27 +83,37 @@ def predict(
     """Answer every question (no answers needed): `id,answer` letters in input order + predictions.jsonl.
 
     A question whose video is missing from the cache (e.g. it failed to extract) still gets a row: the
-    fallback letter "A", logged and counted.
+    fallback letter "A", counted, and listed in unmatched.jsonl beside the submission.
     """
     cache = FeatureCache(cache_dir)
     records = require_valid(annotations)  # without the cache: a missing video is a fallback, not an error
-    unmatched = {i.row for i in match_videos(records, cache.keys())}
+    check_output_file(submission, "--out")
+    if submission.name in (PREDICTIONS, UNMATCHED):
+        raise AnnotationError(
+            f"--out {submission} would be overwritten by {submission.name}; name it e.g. submission.csv"
+        )
+    unmatched_rows = {i.row for i in match_videos(records, cache.keys())}
     model = Checkpoint.open(checkpoint).load_model(cache.spec, cfg)
-    scored = {
-        r["id"]: r
-        for r in score_records(model, cache, [r for r in records if r.row not in unmatched], on_item)
-    }
-    for record in records:
-        if record.row in unmatched:
-            log.warning(
-                "row %d (id %s): video %s not in the cache; answering A", record.row, record.id, record.video
-            )
-    submission.parent.mkdir(parents=True, exist_ok=True)
-    with open(submission, "w", newline="", encoding="utf-8") as f:
+    matched = [r for r in records if r.row not in unmatched_rows]
+    scored = {r["id"]: r for r in score_records(model, cache, matched, on_item)}
+    unmatched = [r for r in records if r.row in unmatched_rows]
+    write_atomic(submission.with_name(PREDICTIONS), jsonl_bytes(list(scored.values())))
+    if unmatched:
+        listed = [{"row": r.row, "id": r.id, "video": r.video} for r in unmatched]
+        write_atomic(submission.with_name(UNMATCHED), jsonl_bytes(listed))
+        log.warning(
+            "%d question(s) have no cached video (e.g. row %d, id %s: %s), answered A; all are listed in %s",
+            len(unmatched),
+            unmatched[0].row,
+            unmatched[0].id,
+            unmatched[0].video,
+            submission.with_name(UNMATCHED),
+        )
+    with atomic_file(
+        submission, "w", newline="", encoding="utf-8"
+    ) as f:  # last: the submission is the commit
         writer = csv.writer(f)
         writer.writerow(["id", "answer"])
         for record in records:
             writer.writerow([record.id, scored[record.id]["letter"] if record.id in scored else "A"])
-    predictions = submission.with_name("predictions.jsonl")
-    write_jsonl(predictions, list(scored.values()))
-    return PredictResult(submission, predictions, len(records), len(records) - len(scored))
+    return PredictResult(submission, submission.with_name(PREDICTIONS), len(records), len(unmatched))

@@ -17,6 +17,7 @@ from mark1.config import Config
 from mark1.devices import pick_device
 from mark1.distributed import barrier, init_distributed
 from mark1.encoder import VideoEncoder
+from mark1.files import check_output_dir
 from mark1.video import resolve_backend
 from mark1.video_loader import DecodedVideo, decode_loader, list_videos
 
@@ -48,6 +49,7 @@ def extract(
     """
     start = time.perf_counter()
     videos = list_videos(videos_dir, limit)
+    check_output_dir(cache_dir, "--cache")
     rank, world = init_distributed()
     if encoder is None:  # tests and the bench pass one in
         encoder = VideoEncoder.load(cfg, pick_device(cfg.extract.device))  # under torchrun: this rank's GPU

@@ -25,6 +25,7 @@ from mark1.data import QADataset, collate, split_by_video
 from mark1.devices import parse_device_map
 from mark1.distributed import barrier, init_distributed, mean_over_ranks
 from mark1.errors import CheckpointError, ConfigError
+from mark1.files import acquire_lock, check_output_dir
 from mark1.metrics import summarize
 from mark1.model.checkpoint import Checkpoint, save_checkpoint
 from mark1.model.scoring import score_records
@@ -41,6 +42,7 @@ from mark1.training import (
 )
 
 log = logging.getLogger(__name__)
+RUN_LOCK = ".lock"
 OnStep = Callable[[int, int, float], None]  # (step, total steps, loss)
 OnEval = Callable[[int, dict], None]  # (step, validation metrics)
 
@@ -101,32 +103,42 @@ def train(
 ) -> TrainResult:
     """Train the projector; writes runs/NAME/{best,last}/ and metrics.jsonl. `--resume` continues from last/."""
     start = time.perf_counter()
-    run = setup(cfg, cache_dir, annotations, out_dir, val_annotations, resume, model)
-    run.on_step, run.on_eval = on_step, on_eval
-    loss = fit(run)
-    barrier(run.world)
+    rank, world = init_distributed()
+    if cfg.train.batch_size < world:
+        raise ConfigError(
+            f"train.batch_size {cfg.train.batch_size} is the global batch: it needs >= {world} (one per rank)"
+        )
+    cache = FeatureCache(cache_dir)  # CacheError if missing or damaged
+    records = _load_records(cache, annotations, val_annotations, cfg.train)
+    lock = None
+    if rank == 0:  # one writer per run directory, taken before anything looks at what it holds
+        check_output_dir(out_dir, "--out")
+        lock = acquire_lock(out_dir, RUN_LOCK, "run", CheckpointError)
+    try:
+        run = setup(cfg, cache, records, out_dir, resume, model, rank, world)
+        run.on_step, run.on_eval = on_step, on_eval
+        loss = fit(run)
+        barrier(world)
+    finally:
+        if lock is not None:
+            lock.close()
     p = run.progress
     return TrainResult(out_dir, p.step, loss, p.best_accuracy, p.skipped, time.perf_counter() - start)
 
 
 def setup(
     cfg: Config,
-    cache_dir: Path,
-    annotations: Path,
+    cache: FeatureCache,
+    records: tuple[list[QARecord], list[QARecord]],
     out_dir: Path,
-    val_annotations: Path | None,
     resume: bool,
     model: VideoQAModel | None,
+    rank: int = 0,
+    world: int = 1,
 ) -> Run:
-    """Records, model (fresh and seeded, or last/'s projector), optimizer and progress (restored on resume)."""
+    """Model (fresh and seeded, or last/'s projector), dataset, optimizer and progress (restored on resume)."""
     tc = cfg.train
-    rank, world = init_distributed()
-    if tc.batch_size < world:
-        raise ConfigError(
-            f"train.batch_size {tc.batch_size} is the global batch: it needs >= {world} (one per rank)"
-        )
-    cache = FeatureCache(cache_dir)  # CacheError if missing or damaged
-    train_records, val_records = _load_records(cache, annotations, val_annotations, tc)
+    train_records, val_records = records
     last = _resume_from(out_dir / "last", cache, resume, tc.seed)
     projector = last.projector() if last is not None else None
     if model is None:  # tests pass a tiny one in
@@ -141,7 +153,9 @@ def setup(
         len(val_records),
         model.projector.num_parameters() / 1e6,
     )
-    dataset = QADataset(train_records, cache, model.tokenizer, model.num_video_tokens, tc.saliency_radius_s)
+    dataset = QADataset(
+        train_records, cache, model.tokenizer, model.num_video_tokens, tc.saliency_radius_s, model.budget
+    )
     batches_per_epoch = math.ceil(len(dataset) / tc.batch_size)
     total_steps = math.ceil(batches_per_epoch / tc.grad_accum) * tc.epochs
     opt = Optimization.build(model.projector, tc, total_steps, on_gpu=model.llm.device.type == "cuda")

@@ -1,0 +1,100 @@
+"""Outputs written whole or not at all, checked before any work starts, and one writer per directory.
+
+Every file Mark-1 writes goes to a temporary name, is fsynced and renamed over the target: a run killed at
+any moment leaves the old complete file or the new complete one, never a torn one that parses.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+from mark1.errors import Mark1Error
+
+
+def fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_file(path: Path, mode: str = "w", **kwargs: Any) -> Iterator[IO]:
+    """Write `path` (and its folders) through a temporary file renamed over it on success; on failure the
+    temporary goes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, mode, **kwargs) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    with atomic_file(path, "wb") as f:
+        f.write(data)
+
+
+def check_output_file(path: Path, flag: str) -> None:
+    """Before any work: `path` can be written as a file."""
+    if path.is_dir():
+        raise Mark1Error(f"{flag} {path} is a directory; give a file path")
+    _check_writable_dir(path.parent, flag, path)
+
+
+def check_output_dir(path: Path, flag: str) -> None:
+    """Before any work: `path` is (or can become) a directory that can be written in."""
+    if path.exists() and not path.is_dir():
+        raise Mark1Error(f"{flag} {path} is a file; give a directory path")
+    _check_writable_dir(path, flag, path)
+
+
+def _check_writable_dir(directory: Path, flag: str, path: Path) -> None:
+    """`directory` exists and is writable, or can be created: its nearest existing parent is a writable
+    directory. Nothing is created here, so a run refused later leaves nothing behind."""
+    existing = directory
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise Mark1Error(f"{flag} {path}: {existing} is a file, so {directory} cannot be a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise Mark1Error(f"{flag} {path}: {existing} is not writable; choose another path")
+
+
+def acquire_lock(directory: Path, name: str, what: str, error: type[Mark1Error]) -> IO:
+    """An exclusive lock on `directory/name`, held while the returned handle is open; it names its holder.
+
+    A second writer (another process, or another writer in this one) is refused with `error`, naming
+    the holder. The lock dies with its process, so a killed run never leaves a stale one.
+    """
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        handle = open(directory / name, "a+")  # noqa: SIM115 (held open: the lock lives as long as the writer)
+    except OSError as err:
+        raise error(f"cannot write to {directory} ({err.strerror or err}); check its permissions") from err
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        owner = handle.read().strip() or "unknown"
+        handle.close()
+        raise error(
+            f"{what} {directory} is being written by another process ({owner}); wait for it to finish"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()} on {os.uname().nodename}")
+    handle.flush()
+    return handle

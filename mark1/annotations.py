@@ -110,7 +110,8 @@ def _parse_row(raw: Any, row: int) -> tuple[QARecord | None, list[Issue]]:
     if not isinstance(raw, dict):
         return None, [Issue(row, "?", f"expected an object, got {type(raw).__name__}")]
     qid = raw.get("id")
-    qid = str(qid) if isinstance(qid, (str, int)) and str(qid).strip() else None
+    ok_id = isinstance(qid, (str, int)) and not isinstance(qid, bool) and str(qid).strip()
+    qid = str(qid) if ok_id else None
     name = qid or "?"
     issues: list[Issue] = []
 
@@ -118,7 +119,7 @@ def _parse_row(raw: Any, row: int) -> tuple[QARecord | None, list[Issue]]:
         issues.append(Issue(row, name, message))
 
     if qid is None:
-        error("missing 'id'")
+        error(f"'id' must be a non-empty string or integer, got {raw.get('id')!r}")
     question = raw.get("question")
     if not isinstance(question, str) or not question.strip():
         error("missing or empty 'question'")
@@ -128,10 +129,10 @@ def _parse_row(raw: Any, row: int) -> tuple[QARecord | None, list[Issue]]:
     choices = _maybe_json(raw.get("choices"))
     if (
         not isinstance(choices, list)
-        or len(choices) < 2
+        or not 2 <= len(choices) <= len(LETTERS)
         or not all(isinstance(c, str) and c.strip() for c in choices)
     ):
-        error(f"'choices' must be a list of at least 2 non-empty strings, got {str(choices)[:80]!r}")
+        error(f"'choices' must be a list of 2 to {len(LETTERS)} non-empty strings, got {str(choices)[:80]!r}")
         choices = None
     else:
         choices = letter_choices(choices, row, name, issues)
@@ -282,7 +283,7 @@ def match_videos(records: list[QARecord], keys: list[str]) -> list[Issue]:
 
 
 def check_against_cache(records: list[QARecord], cache) -> list[Issue]:
-    """Match videos to cache keys and check support frames lie inside each clip."""
+    """Match videos to cache keys and check support frames and spans lie inside each clip."""
     issues = match_videos(records, cache.keys())
     for record in records:
         if record.key is None:
@@ -297,6 +298,13 @@ def check_against_cache(records: list[QARecord], cache) -> list[Issue]:
                     f"support frames {late} lie after the end of {record.key} ({duration:.2f} s)",
                 )
             )
+        outside = [list(s) for s in record.spans if s[0] >= duration]
+        if outside:
+            message = f"spans {outside} start after the end of {record.key} ({duration:.2f} s)"
+            issues.append(Issue(record.row, record.id, message))
+        elif any(end > duration + 0.5 for _, end in record.spans):
+            message = f"spans end after {record.key} ({duration:.2f} s); they count up to its end"
+            issues.append(Issue(record.row, record.id, message, "warning"))
     return issues
 
 

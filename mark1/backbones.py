@@ -47,14 +47,29 @@ def _model_config(name: str, what: str) -> Any:
     return config
 
 
-def _from_pretrained(loader: Any, name: str, what: str, **kwargs: Any) -> PreTrainedModel:
-    """`loader.from_pretrained` that refuses weights files which leave parameters at their random init."""
+def _from_pretrained(loader: Any, name: str, what: str, allow_pickle: bool, **kwargs: Any) -> PreTrainedModel:
+    """`loader.from_pretrained` that reads safetensors only (unless `allow_pickle`) and refuses weights
+    files which leave parameters at their random init."""
     try:
         model, info = loader.from_pretrained(
-            name, trust_remote_code=False, output_loading_info=True, attn_implementation="sdpa", **kwargs
+            name,
+            trust_remote_code=False,
+            use_safetensors=None if allow_pickle else True,
+            output_loading_info=True,
+            attn_implementation="sdpa",
+            **kwargs,
         )
     except OSError as err:
-        raise ConfigError(f"cannot load {what} {name!r}: {str(err).splitlines()[0]}") from err
+        pickled = any(Path(name).glob("*.bin")) if Path(name).is_dir() else False
+        hint = (
+            "; its weights are pickle (.bin) files, which run code when loaded: convert them to safetensors, "
+            "or set allow_pickle_weights: true if you trust them"
+            if pickled and not allow_pickle
+            else ""
+        )
+        raise ConfigError(
+            f"cannot load {what} {name!r}: {str(err).splitlines()[0].rstrip('.')}{hint}"
+        ) from err
     if info["missing_keys"]:
         missing = sorted(info["missing_keys"])
         raise ConfigError(
@@ -65,7 +80,10 @@ def _from_pretrained(loader: Any, name: str, what: str, **kwargs: Any) -> PreTra
 
 
 def load_encoder(
-    name: str, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+    name: str,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    allow_pickle: bool = False,
 ) -> VJEPA2Model:
     """The frozen V-JEPA2 video encoder, in eval mode with gradients off (SDPA attention)."""
     config = _model_config(name, "encoder")
@@ -74,16 +92,19 @@ def load_encoder(
             f"encoder {name!r} is a {config.model_type!r} model; Mark-1's encoder is V-JEPA2 "
             "(e.g. facebook/vjepa2-vitg-fpc64-256)"
         )
-    model = _from_pretrained(VJEPA2Model, name, "encoder", dtype=dtype)
+    model = _from_pretrained(VJEPA2Model, name, "encoder", allow_pickle, dtype=dtype)
     return model.to(device).eval().requires_grad_(False)
 
 
 def load_llm(
-    name: str, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+    name: str,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    allow_pickle: bool = False,
 ) -> PreTrainedModel:
     """The frozen causal LLM, in eval mode with gradients off; gradients still flow through it."""
     _model_config(name, "llm")
-    model = _from_pretrained(AutoModelForCausalLM, name, "llm", dtype=dtype)
+    model = _from_pretrained(AutoModelForCausalLM, name, "llm", allow_pickle, dtype=dtype)
     return model.to(device).eval().requires_grad_(False)
 
 

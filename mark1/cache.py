@@ -60,6 +60,7 @@ class CacheSpec:
     pool: int
     grid: list[int]  # [T', H', W', D] of every clip
     dtype: str = "float16"
+    decode_backend: str = "unknown"  # the decoder that built it (pyav, decord); both give the same frames
     sampling: str = "uniform: frame floor((i + 0.5) * N / num_frames) for i < num_frames"
     preprocess: str = "uint8 bilinear antialias shortest-edge resize, center crop, /255, ImageNet mean/std"
     time_rule: str = (
@@ -263,7 +264,7 @@ class FeatureCache:
 
 def damaged_shards(cache_dir: Path, full: bool = True) -> list[tuple[str, str]]:
     """(shard, reason) for every listed shard that is missing, unreadable, or (with `full`) holds a clip
-    that cannot be read whole with the cache's grid and dtype."""
+    that cannot be read whole with the cache's grid and dtype, or whose features are not all finite."""
     spec = CacheSpec.read(cache_dir)
     by_shard: dict[str, list[str]] = {}
     for row in read_manifest(cache_dir).to_pylist():
@@ -276,8 +277,8 @@ def damaged_shards(cache_dir: Path, full: bool = True) -> list[tuple[str, str]]:
                     ds = f[name]
                     if list(ds.shape) != spec.grid or ds.dtype != np.dtype(spec.dtype):
                         raise ValueError(f"{name} has shape {ds.shape} {ds.dtype}")
-                    if full:
-                        ds[()]
+                    if full and not np.isfinite(ds[()]).all():
+                        raise ValueError(f"{name} holds NaN or infinite features")
         except (OSError, KeyError, ValueError) as err:
             found.append((shard, f"{type(err).__name__}: {err}"))
     return found

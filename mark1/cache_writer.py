@@ -76,6 +76,7 @@ class CacheWriter:
         shard_mb: int = 1024,
         rank: int = 0,
         world: int = 1,
+        verify: bool = False,
     ) -> None:
         self.path, self.spec, self.rank = cache_dir, spec, rank
         self.shard_clips, self.shard_bytes = shard_clips, shard_mb * 1_000_000
@@ -95,7 +96,7 @@ class CacheWriter:
         self.manifest = read_manifest(cache_dir)
         self.failures = read_failures(cache_dir)
         if rank == 0:
-            self._drop_damaged()
+            self._drop_damaged(verify)
             self._adopt_orphans()
         self.done_keys = set(self.manifest.column("key").to_pylist())
         if world > 1:  # from here on this rank writes only its own part
@@ -108,9 +109,9 @@ class CacheWriter:
         self._pending: list[dict[str, Any]] = []
         self._pending_bytes = 0
 
-    def _drop_damaged(self) -> None:
+    def _drop_damaged(self, full: bool) -> None:
         """Unlist the clips of shards that are missing or cannot be read, so this run extracts them again."""
-        damaged = {shard for shard, _ in damaged_shards(self.path, full=False)}
+        damaged = {shard for shard, _ in damaged_shards(self.path, full)}
         if damaged:
             for shard in damaged:
                 path = self.shard_dir / shard

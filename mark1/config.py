@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import os
 import string
 import types
@@ -52,6 +53,7 @@ class ExtractConfig:
     shard_clips: int = 256  # roll a shard over after this many clips...
     shard_mb: int = 1024  # ...or this many megabytes
     device: str = "auto"  # auto = cuda:0 when present, else cpu
+    verify: bool = False  # read every cached clip first (as `mark1 cache verify`) and redo the damaged ones
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "shard_clips", "shard_mb"):
@@ -113,6 +115,21 @@ class TrainConfig:
                 raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)!r}")
         if not 0 <= self.val_fraction < 1:
             raise ConfigError(f"train.val_fraction must be in [0, 1), got {self.val_fraction!r}")
+        for name in (
+            "lr",
+            "weight_decay",
+            "warmup_fraction",
+            "lambda_temp",
+            "pos_weight",
+            "saliency_radius_s",
+        ):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0) or (name in ("lr", "pos_weight") and value == 0):
+                raise ConfigError(
+                    f"train.{name} must be a finite number {'>' if name in ('lr', 'pos_weight') else '>='} 0, got {value!r}"
+                )
+        if not (math.isfinite(self.max_grad_norm) and self.max_grad_norm > 0):
+            raise ConfigError(f"train.max_grad_norm must be a finite number > 0, got {self.max_grad_norm!r}")
 
 
 @dataclass
@@ -149,6 +166,8 @@ class Config:
 
     encoder: str = "facebook/vjepa2-vitg-fpc64-256"  # hub id or local directory
     llm: str = "Qwen/Qwen3-0.6B"
+    # Backbone weights as safetensors only: a .bin file is a pickle, which runs code when loaded.
+    allow_pickle_weights: bool = False  # true only for model files you trust
     video: VideoConfig = field(default_factory=VideoConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)
     projector: ProjectorConfig = field(default_factory=ProjectorConfig)

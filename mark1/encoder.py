@@ -45,7 +45,7 @@ class VideoEncoder:
     @classmethod
     def load(cls, cfg: Config, device: torch.device) -> VideoEncoder:
         dtype = torch.float16 if device.type == "cuda" else torch.float32
-        model = load_encoder(cfg.encoder, device=device, dtype=dtype)
+        model = load_encoder(cfg.encoder, device, dtype, cfg.allow_pickle_weights)
         return cls(model, cfg.video.num_frames, cfg.video.pool, name=cfg.encoder)
 
     @property

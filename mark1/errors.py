@@ -21,5 +21,9 @@ class AnnotationError(Mark1Error):
     """An annotation file or row that cannot be used."""
 
 
+class TrainingError(Mark1Error):
+    """A run that cannot learn from its data (most steps gave a NaN or infinite loss)."""
+
+
 class CheckpointError(Mark1Error):
     """A checkpoint that is missing, damaged, or made for other backbones or another cache."""

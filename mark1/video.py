@@ -106,6 +106,10 @@ def resolve_backend(name: str) -> str:
 
 
 def _decode_decord(path: Path, num_frames: int, num_threads: int) -> _Sampled:
+    """decord for 8-bit video; deeper pixel formats (10-bit H.264/HEVC) go through PyAV's conversion, so
+    both backends give the same frames (decord's own conversion of them differs by up to 44 grey levels)."""
+    if _bits_per_sample(path) > 8:
+        return _decode_pyav(path, num_frames, num_threads)
     import decord  # imported here: decord's import is slow and only decoding needs it
 
     reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=num_threads)
@@ -124,8 +128,19 @@ def _decode_decord(path: Path, num_frames: int, num_threads: int) -> _Sampled:
     )
 
 
+def _bits_per_sample(path: Path) -> int:
+    """Bits of the video's first pixel component, from the stream's header (nothing decoded)."""
+    import av
+
+    with av.open(str(path)) as container:
+        if not container.streams.video or container.streams.video[0].format is None:
+            return 8  # let the decoder report what is wrong
+        return container.streams.video[0].format.components[0].bits
+
+
 def _decode_pyav(path: Path, num_frames: int, num_threads: int) -> _Sampled:
-    """Index the frames from the packets alone (no decoding), then decode only what the samples need."""
+    """Index the frames from the packets alone (no decoding), then decode only what the samples need;
+    frames are turned upright by the container's display matrix, as players (and decord) show them."""
     import av
 
     with av.open(str(path)) as container:
@@ -149,7 +164,7 @@ def _decode_pyav(path: Path, num_frames: int, num_threads: int) -> _Sampled:
     fps = float(rate) if rate else 0.0
     last_duration = packets[-1][1] * time_base or (1.0 / fps if fps else 0.0)
     return _Sampled(
-        pixels=np.stack([pictures[t] for t in wanted.tolist()]),
+        pixels=np.ascontiguousarray(np.stack([pictures[t] for t in wanted.tolist()])),
         times_s=wanted * time_base,
         start_s=float(stamps[0]) * time_base,
         end_s=float(stamps[-1]) * time_base + last_duration,
@@ -177,7 +192,9 @@ def _decode_at(
             if position is None:
                 raise VideoError(f"{path}: frames without timestamps; try --decode-backend decord")
             if position >= target:  # the frame shown at `target` (the next one if it did not decode)
-                pictures[target] = frame.to_ndarray(format="rgb24")
+                # rotation is the display matrix's counter-clockwise angle; rot90 turns counter-clockwise
+                turns = (frame.rotation // 90) % 4
+                pictures[target] = np.rot90(frame.to_ndarray(format="rgb24"), turns, axes=(0, 1))
                 break
         else:
             raise VideoError(f"{path}: the video ends before its frame at {target * stream.time_base:.3f} s")

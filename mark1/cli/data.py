@@ -41,6 +41,9 @@ def extract(
         int | None, typer.Option(help="Decoding processes (0: in the main process).")
     ] = None,
     decode_backend: DecodeBackendOpt = None,
+    verify: Annotated[
+        bool | None, typer.Option("--verify", help="First read every cached clip; redo the damaged ones.")
+    ] = None,
     set_: SetOpt = None,
 ) -> None:
     """Stage one: run the frozen video encoder once over every video and write the feature cache (resumable)."""
@@ -54,6 +57,7 @@ def extract(
         "extract.batch_size": batch_size,
         "extract.decode_workers": decode_workers,
         "extract.decode_backend": decode_backend,
+        "extract.verify": verify,
     }
     cfg = settings(config, set_, flags=flags)
     with progress_bar("extract") as update:
@@ -98,7 +102,9 @@ def cache_verify(cache: Annotated[Path, typer.Argument(help="Feature cache direc
             soft_wrap=True,
         )
     if damaged:
-        console.print("run `mark1 extract` with the same --videos and --cache to re-extract just those clips")
+        console.print(
+            "run `mark1 extract --verify` with the same --videos and --cache to re-extract just those clips"
+        )
         raise typer.Exit(1)
     console.print(f"[green]ok[/] {cache}: {len(reader)} clips read whole")
 

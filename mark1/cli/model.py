@@ -73,8 +73,15 @@ def train(
             str(step), *(f"{metrics.get(k, float('nan')):.3f}" for k in ("accuracy", "hit@1_1s", "mIoU"))
         )
 
-    with progress_bar("train", unit="steps") as update:
-        result = run_train(cfg, cache, annotations, out, val, resume, on_step=update, on_eval=on_eval)
+    try:
+        with progress_bar("train", unit="steps") as update:
+            result = run_train(cfg, cache, annotations, out, val, resume, on_step=update, on_eval=on_eval)
+    except KeyboardInterrupt:
+        console.print(
+            f"[yellow]interrupted:[/] {out / 'last'} holds the last save (every epoch, and every "
+            "train.save_every steps); continue with the same command and --resume"
+        )
+        raise typer.Exit(130) from None
     if table.row_count:
         out_console.print(table)
     best = "n/a" if result.best_accuracy is None else f"{result.best_accuracy:.3f}"

@@ -25,8 +25,8 @@ class FrozenLLM:
             raise ConfigError(f"the LLM's tokenizer has no {VIDEO_TOKEN} token for the video placeholder")
 
     @classmethod
-    def load(cls, name: str, device: torch.device) -> FrozenLLM:
-        return cls(load_llm(name, device=device), load_tokenizer(name))
+    def load(cls, name: str, device: torch.device, allow_pickle: bool = False) -> FrozenLLM:
+        return cls(load_llm(name, device, allow_pickle=allow_pickle), load_tokenizer(name))
 
     @property
     def device(self) -> torch.device:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,10 +14,13 @@ from mark1.cache import CacheSpec, position_times
 from mark1.config import Config
 from mark1.devices import parse_device_map
 from mark1.encoder import VideoEncoder
+from mark1.errors import AnnotationError
 from mark1.metrics import moments
 from mark1.model.checkpoint import Checkpoint
 from mark1.model.video_qa import VideoQAModel
-from mark1.video import Clip, load_clip
+from mark1.video import Clip, load_clip, resolve_backend
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -44,6 +48,14 @@ class Mark1:
         cfg = cfg or ckpt.config
         encoder = VideoEncoder.load(cfg, parse_device_map(cfg.answer.device_map)["encoder"])
         spec = CacheSpec.for_encoder(encoder.describe())
+        backend, trained_on = resolve_backend(cfg.answer.decode_backend), ckpt.cache_spec.decode_backend
+        if trained_on not in ("unknown", backend):
+            log.warning(
+                "decoding with %s; the features this checkpoint trained on were decoded with %s (the two give "
+                "the same frames: docs/reliability.md)",
+                backend,
+                trained_on,
+            )
         return cls(encoder, ckpt.load_model(spec, cfg), spec, cfg)  # the encoder must fit the projector
 
     def features(self, clip: Clip) -> torch.Tensor:
@@ -63,6 +75,12 @@ class Mark1:
     ) -> InferResult:
         """Answer one question about one video; with choices, rank them; without, generate free text (at most
         `max_new_tokens`, default `answer.max_new_tokens`)."""
+        if not question.strip():
+            raise AnnotationError("the question is empty")
+        if choices and not 2 <= len(choices) <= len(LETTERS):
+            raise AnnotationError(
+                f"give 2 to {len(LETTERS)} choices (or none for a free answer), got {len(choices)}"
+            )
         t0 = time.perf_counter()
         clip = self.decode(video)
         t1 = time.perf_counter()

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from mark1.config import ProjectorConfig
-from mark1.errors import CheckpointError
+from mark1.errors import CheckpointError, ConfigError
 
 WEIGHTS_FILE = "projector.safetensors"
 
@@ -148,6 +149,19 @@ class Projector(nn.Module):
             return (scores / math.sqrt(positions.shape[-1])).amax(dim=-1)
         return self.seed_head(temporal)[..., : positions.shape[1]].amax(dim=1)
 
+    def check_grid(self, grid: list[int], where: object) -> None:
+        """Features on `grid` [T', H', W', D] fit this projector's input width and position tables."""
+        t, h, w, d = grid
+        cfg = self.cfg
+        if d != self.video_dim:
+            raise ConfigError(f"{where}: features of width {d}, the projector reads width {self.video_dim}")
+        if t > cfg.max_temporal_positions or max(h, w) > cfg.max_spatial_positions:
+            raise ConfigError(
+                f"{where}: a {t} x {h} x {w} feature grid is past the projector's position tables "
+                f"({cfg.max_temporal_positions} x {cfg.max_spatial_positions}); raise "
+                "projector.max_temporal_positions / max_spatial_positions, or extract fewer frames"
+            )
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
@@ -166,6 +180,6 @@ class Projector(nn.Module):
             meta = json.loads((directory / "projector.json").read_text())
             model = cls(ProjectorConfig(**meta["projector"]), meta["video_dim"], meta["llm_dim"])
             model.load_state_dict(load_file(directory / WEIGHTS_FILE))
-        except (OSError, KeyError, TypeError, RuntimeError, json.JSONDecodeError) as err:
+        except (OSError, KeyError, TypeError, ValueError, RuntimeError, SafetensorError) as err:
             raise CheckpointError(f"cannot load the projector from {directory}: {err}") from err
         return model

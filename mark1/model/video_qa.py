@@ -68,7 +68,7 @@ class VideoQAModel(torch.nn.Module):
         video_dim: int = 0,
     ) -> VideoQAModel:
         """The LLM `cfg` names on `placement["llm"]` + the given projector, or a fresh one for `video_dim`."""
-        llm = FrozenLLM.load(cfg.llm, placement["llm"])
+        llm = FrozenLLM.load(cfg.llm, placement["llm"], cfg.allow_pickle_weights)
         projector = projector or Projector(cfg.projector, video_dim, llm.hidden_size)
         return cls(llm, projector, placement["projector"], cfg.prompt)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -53,10 +54,12 @@ def extract(
     rank, world = init_distributed()
     if encoder is None:  # tests and the bench pass one in
         encoder = VideoEncoder.load(cfg, pick_device(cfg.extract.device))  # under torchrun: this rank's GPU
-    spec = CacheSpec.for_encoder(encoder.describe())
+    backend = resolve_backend(cfg.extract.decode_backend)
+    spec = dataclasses.replace(CacheSpec.for_encoder(encoder.describe()), decode_backend=backend)
 
     def open_writer() -> CacheWriter:
-        return CacheWriter(cache_dir, spec, cfg.extract.shard_clips, cfg.extract.shard_mb, rank, world)
+        ex = cfg.extract
+        return CacheWriter(cache_dir, spec, ex.shard_clips, ex.shard_mb, rank, world, verify=ex.verify)
 
     # Rank 0 prepares the cache (spec, leftovers, damaged shards) while the others wait.
     writer = open_writer() if rank == 0 else None
@@ -104,9 +107,14 @@ def _encode_all(
         features = encoder(frames).to("cpu", torch.float16).numpy()  # the copy waits for the GPU
         result.encode_seconds += time.perf_counter() - began
         for item, feats in zip(batch, features, strict=True):
+            if not np.isfinite(feats).all():  # fp16 overflow or a broken encoder: never cached as a clip
+                log.warning("skipped %s: the encoder gave NaN or infinite features", item.key)
+                writer.add_failure(item.key, "the encoder gave NaN or infinite features")
+                result.num_failed += 1
+                continue
             meta = {name: getattr(item.clip, name) for name in CLIP_FIELDS}
             writer.add(item.key, np.ascontiguousarray(feats), meta)
-        result.num_extracted += len(batch)
+            result.num_extracted += 1
         batch.clear()
 
     for index, item in enumerate(

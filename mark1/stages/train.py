@@ -24,7 +24,7 @@ from mark1.config import Config, TrainConfig
 from mark1.data import QADataset, collate, split_by_video
 from mark1.devices import parse_device_map
 from mark1.distributed import barrier, init_distributed, mean_over_ranks
-from mark1.errors import CheckpointError, ConfigError
+from mark1.errors import CheckpointError, ConfigError, TrainingError
 from mark1.files import acquire_lock, check_output_dir
 from mark1.metrics import summarize
 from mark1.model.checkpoint import Checkpoint, save_checkpoint
@@ -145,6 +145,7 @@ def setup(
         model = VideoQAModel.load(cfg, parse_device_map(tc.device_map), projector, cache.spec.grid[-1])
     elif projector is not None:
         model.projector.load_state_dict(projector.state_dict())
+    model.projector.check_grid(cache.spec.grid, f"cache {cache.path}")
     if world > 1:
         model.distribute()
     log.info(
@@ -222,16 +223,19 @@ def fit(run: Run) -> float:
     loss = float("nan")
     run.model.train(True)
     while p.epoch < tc.epochs:
+        first_batch, nonfinite = p.batch, 0
         for batch in _epoch_loader(run):
             p.batch += 1
             step_now = p.batch % tc.grad_accum == 0 or p.batch >= run.batches_per_epoch
             result = train_step(run.model, batch, run.opt, tc, step_now)
             if not result.finite:  # skipped and counted; never stepped on
                 p.skipped += 1
+                nonfinite += 1
             elif result.stepped:
                 p.step += 1
                 p.skipped += result.overflow
                 loss = _after_step(run, result)
+        _check_learning(run, nonfinite, run.batches_per_epoch - first_batch)
         p.epoch += 1
         p.batch = 0
         metrics = validate(run)
@@ -239,6 +243,17 @@ def fit(run: Run) -> float:
         save(run, run.out_dir / "last", metrics)
     run.model.train(False)
     return loss
+
+
+def _check_learning(run: Run, skipped: int, batches: int) -> None:
+    """Stop, before saving, when most of an epoch's batches gave a non-finite loss: such a run learns
+    nothing, and best/ would look trained."""
+    if batches and skipped * 2 > batches:
+        raise TrainingError(
+            f"{skipped} of {batches} batches in epoch {run.progress.epoch + 1} gave a NaN or infinite loss; "
+            f"{run.out_dir} keeps its last good save. Check the features with `mark1 cache verify "
+            f"{run.cache.path}`, or lower train.lr"
+        )
 
 
 def _epoch_loader(run: Run) -> DataLoader:

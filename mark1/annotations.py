@@ -10,9 +10,8 @@ import json
 import math
 import re
 import unicodedata
-from collections import defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -242,86 +241,3 @@ def load_annotations(path: Path) -> tuple[list[QARecord], list[Issue]]:
     if not rows:
         issues.append(Issue(0, "-", f"{path} holds no questions"))
     return records, issues
-
-
-def match_videos(records: list[QARecord], keys: list[str]) -> list[Issue]:
-    """Set each record's cache `key`: exact relative path, then a path-suffix match, then a unique file name."""
-    by_name: dict[str, list[str]] = defaultdict(list)
-    for key in keys:
-        by_name[PurePosixPath(key).name].append(key)
-    exact = set(keys)
-    issues = []
-    for record in records:
-        video = record.video.replace("\\", "/").lstrip("./")
-        if video in exact:
-            record.key = video
-            continue
-        candidates = by_name.get(PurePosixPath(video).name, [])
-        suffix = [k for k in candidates if video.endswith("/" + k) or k.endswith("/" + video)]
-        chosen = suffix if len(suffix) == 1 else candidates
-        if len(chosen) == 1:
-            record.key = chosen[0]
-        elif not chosen:
-            issues.append(
-                Issue(
-                    record.row,
-                    record.id,
-                    f"video {record.video!r} is not in the cache; "
-                    "run `mark1 extract` over the directory that holds it",
-                )
-            )
-        else:
-            issues.append(
-                Issue(
-                    record.row,
-                    record.id,
-                    f"video {record.video!r} matches several cached videos: "
-                    f"{', '.join(chosen[:4])}; use its path relative to --videos",
-                )
-            )
-    return issues
-
-
-def check_against_cache(records: list[QARecord], cache) -> list[Issue]:
-    """Match videos to cache keys and check support frames and spans lie inside each clip."""
-    issues = match_videos(records, cache.keys())
-    for record in records:
-        if record.key is None:
-            continue
-        duration = cache.row(record.key)["duration_s"]
-        late = [t for t in record.support_frames if t > duration + 0.5]
-        if late:
-            issues.append(
-                Issue(
-                    record.row,
-                    record.id,
-                    f"support frames {late} lie after the end of {record.key} ({duration:.2f} s)",
-                )
-            )
-        outside = [list(s) for s in record.spans if s[0] >= duration]
-        if outside:
-            message = f"spans {outside} start after the end of {record.key} ({duration:.2f} s)"
-            issues.append(Issue(record.row, record.id, message))
-        elif any(end > duration + 0.5 for _, end in record.spans):
-            message = f"spans end after {record.key} ({duration:.2f} s); they count up to its end"
-            issues.append(Issue(record.row, record.id, message, "warning"))
-    return issues
-
-
-def require_valid(path: Path, cache=None, need_answers: bool = False) -> list[QARecord]:
-    """Load, validate (against `cache` when given) and return the records, or raise one AnnotationError."""
-    records, issues = load_annotations(path)
-    if cache is not None:
-        issues += check_against_cache(records, cache)
-    if need_answers:
-        issues += [
-            Issue(r.row, r.id, "no 'answer' (training needs one per question)")
-            for r in records
-            if r.answer is None
-        ]
-    errors = [i for i in issues if i.level == "error"]
-    if errors:
-        shown = "; ".join(str(e) for e in errors[:5])
-        more = f" (and {len(errors) - 5} more; run `mark1 validate {path}`)" if len(errors) > 5 else ""
-        raise AnnotationError(f"{path}: {len(errors)} problem(s): {shown}{more}")
-    return records

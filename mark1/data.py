@@ -11,9 +11,10 @@ import torch
 from torch.utils.data import Dataset
 from transformers import PreTrainedTokenizerBase
 
-from mark1.annotations import QARecord
+from mark1.annotations import Issue, QARecord
 from mark1.cache import FeatureCache
 from mark1.config import PromptConfig
+from mark1.errors import AnnotationError
 from mark1.prompt import answer_text, encode_prompt, fit_text, question_text
 
 log = logging.getLogger(__name__)
@@ -155,3 +156,22 @@ def split_by_video(
     random.Random(seed).shuffle(videos)
     held = set(videos[: max(1, round(fraction * len(videos)))])
     return [r for r in records if r.key not in held], [r for r in records if r.key in held]
+
+
+def budget_issues(
+    records: list[QARecord], tokenizer: PreTrainedTokenizerBase, num_video_tokens: int, budget: PromptConfig
+) -> list[Issue]:
+    """What the prompt's token caps do to each record: a warning where text will be cut, an error where the
+    prompt cannot fit (`mark1 validate --llm`, and validation questions before training starts)."""
+    issues = []
+    for record in records:
+        text = fit_text(tokenizer, record.question, record.choices, budget)
+        if text.truncated:
+            issues.append(
+                Issue(record.row, record.id, "question or choices will be cut to the token caps", "warning")
+            )
+        try:
+            encode_prompt(tokenizer, text, num_video_tokens, budget, "-")
+        except AnnotationError as err:
+            issues.append(Issue(record.row, record.id, str(err).removeprefix("-: ")))
+    return issues

@@ -30,9 +30,20 @@ def fit_text(
     """Cut the question to `max_question_tokens` and each choice to `max_choice_tokens`: training and
     answering call this one function, so both see the same text."""
 
+    def encode(text: str) -> list[int]:
+        return tokenizer(text, add_special_tokens=False).input_ids
+
     def cut(text: str, limit: int) -> tuple[str, bool]:
-        ids = tokenizer(text, add_special_tokens=False).input_ids
-        return (text, False) if len(ids) <= limit else (tokenizer.decode(ids[:limit]), True)
+        ids = encode(text)
+        if len(ids) <= limit:
+            return text, False
+        # Back off token by token until the cut is whole characters that re-encode within the cap: a cut
+        # inside a multi-byte character decodes to U+FFFD, which would take more tokens than it replaced.
+        for keep in range(limit, -1, -1):
+            short = tokenizer.decode(ids[:keep])
+            if not short.endswith("\ufffd") and len(encode(short)) <= limit:
+                return short, True
+        return "", True
 
     question, cut_question = cut(question, budget.max_question_tokens)
     fitted = [cut(c, budget.max_choice_tokens) for c in choices]

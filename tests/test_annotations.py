@@ -7,8 +7,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mark1.annotations import load_annotations, match_videos, require_valid
+from mark1.annotations import load_annotations
 from mark1.errors import AnnotationError
+from mark1.matching import match_videos, require_valid
 
 DATA = Path(__file__).parent / "data"
 

@@ -225,3 +225,24 @@ def test_a_4k_clip_is_extracted(tmp_path: Path) -> None:
         container.mux(stream.encode())
     clip = load_clip(path, 16, 256)
     assert clip.frames.shape == (16, 3, 256, 256) and (clip.width, clip.height) == (3840, 2160)
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_train_says_how_to_resume_and_resume_works(trained, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    command = [
+        sys.executable, "-m", "mark1", "train", "--cache", str(trained.cache_dir),
+        "--annotations", str(trained.data_dir / "train.json"), "--out", str(run_dir), "--config", "tiny",
+        "--llm", trained.config.llm, "--epochs", "50",
+    ]  # fmt: skip
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while proc.poll() is None and time.time() < deadline and not (run_dir / "last").exists():
+        time.sleep(0.1)
+    assert proc.poll() is None, "train finished before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in stderr and "--resume" in stderr
+    resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads((run_dir / "last" / "config.json").read_text())["config"]["train"]["epochs"] == 50

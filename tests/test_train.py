@@ -122,8 +122,8 @@ def test_resume_on_a_cache_of_another_config_is_refused(tiny, trained, small, tm
 
 
 def test_split_keeps_each_video_on_one_side(trained) -> None:
-    from mark1.annotations import require_valid
     from mark1.cache import FeatureCache
+    from mark1.matching import require_valid
 
     records = require_valid(trained.data_dir / "train.json", FeatureCache(trained.cache_dir))
     train_part, val_part = split_by_video(records, 0.25, seed=0)

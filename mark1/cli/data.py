@@ -114,14 +114,29 @@ def validate(
         Path, typer.Argument(help="Annotation file: RoadBuddy JSON, JSON list, JSONL, Parquet or CSV.")
     ],
     cache: Annotated[Path | None, typer.Option("--cache", help="Also check every video is cached.")] = None,
+    config: ConfigOpt = None,
+    llm: Annotated[
+        str | None,
+        typer.Option("--llm", help="Also check the prompt's token caps with this LLM's tokenizer."),
+    ] = None,
+    set_: SetOpt = None,
 ) -> None:
-    """Check an annotation file: every problem with its row and id; exit 1 on errors (warnings pass)."""
-    from mark1.annotations import check_against_cache, load_annotations
+    """Check an annotation file: every problem with its row and id; exit 1 on errors (warnings pass).
+    With --config or --llm, also the rows the prompt's token caps would cut or refuse."""
+    from mark1.annotations import load_annotations
     from mark1.cache import FeatureCache
+    from mark1.matching import check_against_cache
 
     records, issues = load_annotations(annotations)
     if cache is not None:
         issues += check_against_cache(records, FeatureCache(cache))
+    if config or llm or set_:
+        from mark1.backbones import load_tokenizer
+        from mark1.data import budget_issues
+
+        cfg = settings(config, set_, flags={"llm": llm})
+        tokenizer = load_tokenizer(cfg.llm)
+        issues += budget_issues(records, tokenizer, cfg.projector.num_visual_queries, cfg.prompt)
     for issue in issues:
         colour = "red" if issue.level == "error" else "yellow"
         console.print(f"[{colour}]{issue.level}[/] {issue}", soft_wrap=True)

@@ -29,7 +29,8 @@ def score_records(
         for i, record in enumerate(records):
             features, _ = cache[record.key]
             times = cache.position_times(record.key).tolist()
-            answer = model.answer(torch.from_numpy(features), record.question, record.choices)
+            where = f"row {record.row} (id {record.id})"
+            answer = model.answer(torch.from_numpy(features), record.question, record.choices, where=where)
             if answer.truncated:
                 log.warning(
                     "row %d (id %s): question or choices cut to the prompt's token caps",

@@ -132,14 +132,20 @@ class VideoQAModel(torch.nn.Module):
 
     @torch.no_grad()
     def answer(
-        self, features: torch.Tensor, question: str, choices: list[str], reuse_prompt: bool = True
+        self,
+        features: torch.Tensor,
+        question: str,
+        choices: list[str],
+        reuse_prompt: bool = True,
+        where: str = "the question",
     ) -> Answer:
         """Rank the choices by the LLM's log-likelihood of each choice's text after the shared prompt.
 
-        features: (T', H', W', D); `reuse_prompt=False` re-runs the prompt per choice (the bench's baseline).
+        features: (T', H', W', D); `reuse_prompt=False` re-runs the prompt per choice (the bench's baseline);
+        `where` names the question in an error ("row 3 (id q3)").
         """
         text = fit_text(self.tokenizer, question, choices, self.budget)
-        out, prompt = self._prompt(features, text)
+        out, prompt = self._prompt(features, text, where)
         answers = [self.llm.encode_text(answer_text(self.tokenizer, c)) for c in text.choices]
         probs = torch.softmax(self.llm.choice_logprobs(prompt, answers, reuse_prompt), dim=0)
         saliency = torch.sigmoid(out.saliency_logits[0]).tolist()
@@ -150,13 +156,17 @@ class VideoQAModel(torch.nn.Module):
         self, features: torch.Tensor, question: str, max_new_tokens: int = 64
     ) -> tuple[str, list[float]]:
         """Free-text answer (no choices) with the KV cache; also returns the saliency."""
-        out, prompt = self._prompt(features, fit_text(self.tokenizer, question, [], self.budget))
+        out, prompt = self._prompt(
+            features, fit_text(self.tokenizer, question, [], self.budget), "the question"
+        )
         text = self.llm.generate(prompt, max_new_tokens)
         return text, torch.sigmoid(out.saliency_logits[0]).tolist()
 
-    def _prompt(self, features: torch.Tensor, text: FittedText) -> tuple[ProjectorOutput, torch.Tensor]:
+    def _prompt(
+        self, features: torch.Tensor, text: FittedText, where: str
+    ) -> tuple[ProjectorOutput, torch.Tensor]:
         """The projector's output for one question and its prompt's embeddings (1, P, D), soft tokens in."""
         ids = torch.tensor([self.llm.encode_text(question_text(text.question, text.choices))])
         out = self.project(features[None], ids, torch.ones_like(ids, dtype=torch.bool))
-        prompt = encode_prompt(self.tokenizer, text, self.num_video_tokens, self.budget, "the question")
+        prompt = encode_prompt(self.tokenizer, text, self.num_video_tokens, self.budget, where)
         return out, self.llm.embed_prompt(torch.tensor([prompt]), out.soft_tokens)

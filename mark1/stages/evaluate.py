@@ -10,11 +10,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from mark1.annotations import match_videos, require_valid
 from mark1.cache import FeatureCache
 from mark1.config import Config
 from mark1.errors import AnnotationError
 from mark1.files import atomic_file, check_output_dir, check_output_file, write_atomic
+from mark1.matching import match_videos, require_valid
 from mark1.metrics import summarize
 from mark1.model.checkpoint import Checkpoint
 from mark1.model.scoring import score_records

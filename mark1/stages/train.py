@@ -18,14 +18,15 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from mark1.annotations import QARecord, require_valid
+from mark1.annotations import QARecord
 from mark1.cache import FeatureCache
 from mark1.config import Config, TrainConfig
-from mark1.data import QADataset, collate, split_by_video
+from mark1.data import QADataset, budget_issues, collate, split_by_video
 from mark1.devices import parse_device_map
 from mark1.distributed import barrier, init_distributed, mean_over_ranks
-from mark1.errors import CheckpointError, ConfigError, TrainingError
+from mark1.errors import AnnotationError, CheckpointError, ConfigError, TrainingError
 from mark1.files import acquire_lock, check_output_dir
+from mark1.matching import require_valid
 from mark1.metrics import summarize
 from mark1.model.checkpoint import Checkpoint, save_checkpoint
 from mark1.model.scoring import score_records
@@ -105,9 +106,7 @@ def train(
     start = time.perf_counter()
     rank, world = init_distributed()
     if cfg.train.batch_size < world:
-        raise ConfigError(
-            f"train.batch_size {cfg.train.batch_size} is the global batch: it needs >= {world} (one per rank)"
-        )
+        raise ConfigError(f"train.batch_size {cfg.train.batch_size} is the global batch: it needs >= {world}")
     cache = FeatureCache(cache_dir)  # CacheError if missing or damaged
     records = _load_records(cache, annotations, val_annotations, cfg.train)
     lock = None
@@ -146,13 +145,14 @@ def setup(
     elif projector is not None:
         model.projector.load_state_dict(projector.state_dict())
     model.projector.check_grid(cache.spec.grid, f"cache {cache.path}")
+    issues = budget_issues(val_records, model.tokenizer, model.num_video_tokens, model.budget)
+    if errors := [i for i in issues if i.level == "error"]:  # now, not when the first validation comes
+        raise AnnotationError(f"validation question {errors[0]} ({len(errors)} in all)")
     if world > 1:
         model.distribute()
+    size = model.projector.num_parameters() / 1e6
     log.info(
-        "train %d questions, val %d; projector %.2f M parameters",
-        len(train_records),
-        len(val_records),
-        model.projector.num_parameters() / 1e6,
+        "train %d questions, val %d; projector %.2f M parameters", len(train_records), len(val_records), size
     )
     dataset = QADataset(
         train_records, cache, model.tokenizer, model.num_video_tokens, tc.saliency_radius_s, model.budget
@@ -163,21 +163,8 @@ def setup(
     progress = _restore(last, opt, total_steps) if last is not None else Progress()
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics_log = MetricsLog(out_dir / "metrics.jsonl", progress.step if last else None, rank == 0)
-    return Run(
-        cfg,
-        cache,
-        model,
-        dataset,
-        val_records,
-        opt,
-        progress,
-        metrics_log,
-        out_dir,
-        rank,
-        world,
-        batches_per_epoch,
-        total_steps,
-    )
+    parts = (cfg, cache, model, dataset, val_records, opt, progress, metrics_log, out_dir, rank, world)
+    return Run(*parts, batches_per_epoch, total_steps)
 
 
 def _load_records(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import math
 import os
@@ -231,6 +232,7 @@ def load_config(
 def with_flags(cfg: Config, flags: dict[str, Any]) -> Config:
     """A copy of `cfg` with typed values set by dotted key (`"train.lr": 1e-4`, `"llm": "dir"`); None means
     "not given". Each section is rebuilt with `dataclasses.replace`, so its checks run on the new values."""
+    cfg = copy.deepcopy(cfg)  # the result shares no section with the caller's config
     given: dict[str, dict[str, Any]] = {}
     for key, value in flags.items():
         if value is None:

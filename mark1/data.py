@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import random
 from dataclasses import dataclass, fields
+from functools import partial
 
 import numpy as np
 import torch
@@ -15,7 +16,7 @@ from mark1.annotations import Issue, QARecord
 from mark1.cache import FeatureCache
 from mark1.config import PromptConfig
 from mark1.errors import AnnotationError
-from mark1.prompt import answer_text, encode_prompt, fit_text, question_text
+from mark1.prompt import answer_text, encode_prompt, encode_text, fit_text, question_text
 
 log = logging.getLogger(__name__)
 IGNORE = -100  # label of positions that are not part of the answer
@@ -38,6 +39,10 @@ class Batch:
         """Page-locked copies (the DataLoader calls this with pin_memory=True): copies to a GPU then run
         asynchronously instead of making the host wait."""
         return Batch(**{f.name: getattr(self, f.name).pin_memory() for f in fields(self)})
+
+
+def warn_truncated(record: QARecord) -> None:
+    log.warning("row %d (id %s): question or choices cut to the prompt's token caps", record.row, record.id)
 
 
 def saliency_targets(times: np.ndarray, support_frames: list[float], radius_s: float) -> np.ndarray:
@@ -75,7 +80,7 @@ def make_example(
         raise ValueError(f"record {record.id} needs a matched video key and an answer to train on")
     budget = budget or PromptConfig()
     text = fit_text(tokenizer, record.question, record.choices, budget)
-    encode = lambda s: tokenizer(s, add_special_tokens=False).input_ids  # noqa: E731
+    encode = partial(encode_text, tokenizer)
     where = f"row {record.row} (id {record.id})"
     prompt = encode_prompt(tokenizer, text, num_video_tokens, budget, where)
     answer = encode(answer_text(tokenizer, text.choices[record.answer]))
@@ -109,12 +114,7 @@ class QADataset(Dataset):
         ]
         for record, example in zip(records, self.examples, strict=True):
             if example.truncated:
-                log.warning(
-                    "row %d (id %s): question or choices cut to the prompt's token caps",
-                    record.row,
-                    record.id,
-                )
-        self.num_truncated = sum(e.truncated for e in self.examples)
+                warn_truncated(record)
 
     def __len__(self) -> int:
         return len(self.examples)

@@ -17,7 +17,10 @@ def pick_device(name: str = "auto") -> torch.device:
         if not torch.cuda.is_available():
             return torch.device("cpu")
         return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ConfigError(f"{name!r} is not a device name; use auto, cpu or cuda:N") from err
     _check_exists(device, name)
     return device
 

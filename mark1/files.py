@@ -24,6 +24,15 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def fsync_tree(directory: Path) -> None:
+    """Every file directly in `directory`, and the directory itself, flushed to disk."""
+    for path in directory.iterdir():
+        if path.is_file():
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+    fsync_dir(directory)
+
+
 @contextmanager
 def atomic_file(path: Path, mode: str = "w", **kwargs: Any) -> Iterator[IO]:
     """Write `path` (and its folders) through a temporary file renamed over it on success; on failure the

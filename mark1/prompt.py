@@ -15,6 +15,11 @@ LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"  # choice labels, by position
 INSTRUCTION = "Answer with the letter and the text of the correct choice."
 
 
+def encode_text(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
+    """Token ids of `text` as it sits inside a prompt (no BOS/EOS added)."""
+    return tokenizer(text, add_special_tokens=False).input_ids
+
+
 @dataclass
 class FittedText:
     """A question and its choices cut to the prompt's token caps."""
@@ -31,7 +36,7 @@ def fit_text(
     answering call this one function, so both see the same text."""
 
     def encode(text: str) -> list[int]:
-        return tokenizer(text, add_special_tokens=False).input_ids
+        return encode_text(tokenizer, text)
 
     def cut(text: str, limit: int) -> tuple[str, bool]:
         ids = encode(text)
@@ -94,9 +99,8 @@ def encode_prompt(
 ) -> list[int]:
     """The prompt's token ids; a prompt that leaves no room for its longest answer within
     `max_prompt_tokens` is refused, naming `where` (the row, or the question)."""
-    encode = lambda s: tokenizer(s, add_special_tokens=False).input_ids  # noqa: E731
-    ids = encode(build_prompt(tokenizer, text.question, text.choices, num_video_tokens))
-    longest = max((len(encode(answer_text(tokenizer, c))) for c in text.choices), default=0)
+    ids = encode_text(tokenizer, build_prompt(tokenizer, text.question, text.choices, num_video_tokens))
+    longest = max((len(encode_text(tokenizer, answer_text(tokenizer, c))) for c in text.choices), default=0)
     if len(ids) + longest > budget.max_prompt_tokens:
         raise AnnotationError(
             f"{where}: the prompt and its answer take {len(ids) + longest} tokens, past "

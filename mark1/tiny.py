@@ -7,7 +7,9 @@ special tokens, so the same `from_pretrained` path runs as for the real models. 
 from __future__ import annotations
 
 import logging
+import os
 import random
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from transformers import (
 )
 
 from mark1.config import mark1_home
+from mark1.files import fsync_tree
 from mark1.prompt import LETTERS, VIDEO_TOKEN, answer_text, build_prompt
 from mark1.training import step_optimizer
 
@@ -201,18 +204,29 @@ def warm_up_llm(
 
 
 def write_tiny_backbones(out_dir: Path, sizes: TinySizes | None = None) -> tuple[Path, Path]:
-    """Write `out_dir/vjepa2-tiny` and `out_dir/qwen3-tiny` (with tokenizer) in HF format, seeded."""
+    """Write `out_dir/vjepa2-tiny` and `out_dir/qwen3-tiny` (with tokenizer) in HF format, seeded.
+
+    Each is written in a temporary folder and renamed into place, so a killed run never leaves a model
+    folder that looks whole, and two first uses at once both end with the same bytes.
+    """
     sizes = sizes or TinySizes()
     encoder_dir, llm_dir = out_dir / "vjepa2-tiny", out_dir / "qwen3-tiny"
+    work = out_dir / f".writing-{os.getpid()}"
+    shutil.rmtree(work, ignore_errors=True)
     torch.manual_seed(sizes.seed)
-    VJEPA2Model(tiny_encoder_config(sizes)).save_pretrained(encoder_dir)
+    VJEPA2Model(tiny_encoder_config(sizes)).save_pretrained(work / encoder_dir.name)
     tokenizer = build_tiny_tokenizer()
     torch.manual_seed(sizes.seed + 1)
     llm = Qwen3ForCausalLM(tiny_llm_config(sizes, vocab_size=len(tokenizer)))
     if sizes.warmup_steps:
         warm_up_llm(llm, tokenizer, sizes.warmup_steps, seed=sizes.seed)
-    llm.save_pretrained(llm_dir)
-    tokenizer.save_pretrained(llm_dir)
+    llm.save_pretrained(work / llm_dir.name)
+    tokenizer.save_pretrained(work / llm_dir.name)
+    for done in (encoder_dir, llm_dir):
+        fsync_tree(work / done.name)
+        shutil.rmtree(done, ignore_errors=True)  # an older or partial copy: replaced whole
+        os.replace(work / done.name, done)
+    shutil.rmtree(work, ignore_errors=True)
     return encoder_dir, llm_dir
 
 
@@ -221,5 +235,5 @@ def ensure_available(name: str) -> None:
     tiny_dir = mark1_home() / "tiny"
     path = Path(name)
     if path.parent == tiny_dir and not (path / "config.json").is_file():
-        log.info("writing tiny random-weight backbones to %s", tiny_dir)
+        log.info("writing tiny random-weight backbones to %s (once; about 15 s)", tiny_dir)
         write_tiny_backbones(tiny_dir)

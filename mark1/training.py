@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from mark1.config import TrainConfig
+from mark1.files import write_atomic
 
 if TYPE_CHECKING:
     from mark1.data import Batch
@@ -160,7 +161,7 @@ class MetricsLog:
             path.write_text("")
         elif path.is_file():  # drop lines written after the checkpoint we resume from, and a torn last line
             kept = [line for line in path.read_text().splitlines() if _step_of(line) <= resume_step]
-            path.write_text("".join(line + "\n" for line in kept))
+            write_atomic(path, "".join(line + "\n" for line in kept).encode())
 
     def write(self, **row: Any) -> None:
         if self.enabled:

@@ -1,43 +1,45 @@
-"""`mark1 infer`'s steps on one clip at RoadBuddy's size: decode (per backend), encode, answer."""
+"""`mark1 infer`'s one pass on a clip at RoadBuddy's size, through `Mark1.answer` itself: decode (per
+backend), encode and answer 4 choices, as its own per-step timings report them."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import torch
+import numpy as np
 
-from mark1.bench.measure import BenchResult, add_peak, reset_peak, timed
+from mark1.bench.measure import BenchResult, add_peak, reset_peak
 from mark1.bench.workload import CHOICES, INFER_CLIP, QUESTION, write_bench_clips
+from mark1.cache import CacheSpec
+from mark1.config import Config, with_flags
 from mark1.encoder import VideoEncoder
+from mark1.model.mark1 import Mark1
 from mark1.model.video_qa import VideoQAModel
-from mark1.video import DECODERS, load_clip
+from mark1.video import DECODERS
 
 
 def bench_infer(
     result: BenchResult,
+    cfg: Config,
     encoder: VideoEncoder,
     model: VideoQAModel,
     work: Path,
     clip: tuple[int, int, float] = INFER_CLIP,
     backends: tuple[str, ...] = tuple(DECODERS),
+    repeat: int = 2,
 ) -> None:
-    """Seconds to decode (in this process, as infer does), encode and answer 4 choices."""
+    """Median seconds per step over `repeat` passes (after one warm-up), for each decode backend."""
     path = write_bench_clips(work / "infer", 1, clip)[0]
-    cpu = torch.device("cpu")
-    decode = {
-        b: timed(lambda b=b: load_clip(path, encoder.num_frames, encoder.crop_size, backend=b), cpu)
-        for b in backends
-    }
-    frames = load_clip(path, encoder.num_frames, encoder.crop_size).frames[None]
+    spec = CacheSpec.for_encoder(encoder.describe())
     reset_peak(encoder.device)
-    encode = timed(lambda: encoder(frames), encoder.device, repeat=3)
-    features = encoder(frames)[0].to("cpu", torch.float16)
-    answer = timed(lambda: model.answer(features, QUESTION, CHOICES), model.llm.device, repeat=3)
-    for backend, seconds in decode.items():
-        result.add("infer", f"decode {clip[1]}p ({backend})", seconds, "s")
-    result.add("infer", "encode", encode, "s")
-    result.add("infer", "answer (4 choices)", answer, "s")
-    result.add(
-        "infer", f"one question end to end ({backends[0]})", decode[backends[0]] + encode + answer, "s"
-    )
+    steps = {}
+    for backend in backends:
+        one_pass = Mark1(encoder, model, spec, with_flags(cfg, {"answer.decode_backend": backend}))
+        runs = [one_pass.answer(path, QUESTION, CHOICES).timings_s for _ in range(repeat + 1)][1:]
+        steps[backend] = {step: float(np.median([r[step] for r in runs])) for step in runs[0]}
+    for backend, seconds in steps.items():
+        result.add("infer", f"decode {clip[1]}p ({backend})", seconds["decode"], "s")
+    first = steps[backends[0]]
+    result.add("infer", "encode", first["encode"], "s")
+    result.add("infer", "answer (4 choices)", first["answer"], "s")
+    result.add("infer", f"one question end to end ({backends[0]})", sum(first.values()), "s")
     add_peak(result, "infer", encoder.device)

@@ -65,7 +65,7 @@ def run_bench(
                     result, cfg, encoder, model, cache_dir, work / "videos", memory_gib
                 ),
                 "answer": lambda: bench_answer(result, model, encoder.grid),
-                "infer": lambda: bench_infer(result, encoder, model, work, clip or INFER_CLIP),
+                "infer": lambda: bench_infer(result, cfg, encoder, model, work, clip or INFER_CLIP),
             }
             for stage, run in runs.items():
                 if stage in stages:

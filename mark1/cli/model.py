@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -85,9 +86,10 @@ def train(
     if table.row_count:
         out_console.print(table)
     best = "n/a" if result.best_accuracy is None else f"{result.best_accuracy:.3f}"
+    loss = "n/a (no step in this session)" if math.isnan(result.final_loss) else f"{result.final_loss:.3f}"
     console.print(
-        f"[green]run[/] {result.run_dir}: {result.steps} steps in {result.seconds:.1f} s, final loss "
-        f"{result.final_loss:.3f}, best val accuracy {best}, skipped steps {result.skipped_steps}"
+        f"[green]run[/] {result.run_dir}: at step {result.steps} ({result.seconds:.1f} s this session), last "
+        f"loss {loss}, best val accuracy {best}, skipped steps {result.skipped_steps}"
     )
 
 

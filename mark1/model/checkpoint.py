@@ -21,6 +21,7 @@ from mark1.cache import CacheSpec
 from mark1.config import Config
 from mark1.devices import parse_device_map
 from mark1.errors import CacheError, CheckpointError
+from mark1.files import fsync_dir, fsync_tree
 from mark1.model.projector import Projector
 from mark1.model.video_qa import VideoQAModel
 from mark1.prompt import PROMPT_FORMAT
@@ -56,6 +57,7 @@ def save_checkpoint(
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False))
         if state is not None:
             torch.save(state, tmp / STATE_FILE)
+        fsync_tree(tmp)  # on disk before the swap: a power cut leaves the old checkpoint or the new one
     except (OSError, RuntimeError) as err:  # a full disk (torch.save says RuntimeError): old one untouched
         shutil.rmtree(tmp, ignore_errors=True)
         raise CheckpointError(
@@ -67,6 +69,7 @@ def save_checkpoint(
         shutil.rmtree(old, ignore_errors=True)
         directory.rename(old)
     tmp.rename(directory)
+    fsync_dir(directory.parent)
     shutil.rmtree(old, ignore_errors=True)
 
 
@@ -77,7 +80,6 @@ class Checkpoint:
     path: Path  # the directory read: runs/NAME/last, or last.old after a swap that was cut short
     config: Config
     cache_spec: CacheSpec  # the features the projector was trained on
-    metrics: dict[str, Any]
 
     @classmethod
     def open(cls, directory: Path | str) -> Checkpoint:
@@ -103,7 +105,7 @@ class Checkpoint:
         except (KeyError, TypeError) as err:
             raise CheckpointError(f"{meta_path} is damaged (cache spec: {err})") from err
         config = Config.from_dict(meta.get("config", {}), source=str(meta_path))
-        return cls(path, config, spec, meta.get("metrics", {}))
+        return cls(path, config, spec)
 
     def check_cache(self, spec: CacheSpec) -> None:
         """A checkpoint works only on features of the encoder and sampling it was trained on."""
@@ -130,7 +132,8 @@ class Checkpoint:
         """The trained projector + the LLM its config names (or `cfg`'s), placed by `answer.device_map`,
         once `spec` (a cache's or an encoder's) is checked to give the features it was trained on."""
         self.check_cache(spec)
-        cfg = cfg or self.config
+        # The token caps are the checkpoint's whatever `cfg` says: answering cuts text as training did.
+        cfg = dataclasses.replace(cfg or self.config, prompt=self.config.prompt)
         return VideoQAModel.load(cfg, parse_device_map(cfg.answer.device_map), self.projector())
 
 

@@ -11,7 +11,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from mark1.backbones import load_llm, load_tokenizer
 from mark1.errors import ConfigError
-from mark1.prompt import VIDEO_TOKEN
+from mark1.prompt import VIDEO_TOKEN, encode_text
 
 
 class FrozenLLM:
@@ -45,7 +45,7 @@ class FrozenLLM:
         return torch.autocast("cuda", dtype=torch.float16, enabled=self.device.type == "cuda")
 
     def encode_text(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False).input_ids
+        return encode_text(self.tokenizer, text)
 
     def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
         """The frozen embedding table's rows for `ids` (no gradient), on the LLM's device."""

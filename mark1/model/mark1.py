@@ -68,13 +68,13 @@ class Mark1:
 
     def answer(
         self,
-        video: Path | str,
+        video: Path | str | Clip,
         question: str,
         choices: list[str] | None = None,
         max_new_tokens: int | None = None,
     ) -> InferResult:
-        """Answer one question about one video; with choices, rank them; without, generate free text (at most
-        `max_new_tokens`, default `answer.max_new_tokens`)."""
+        """Answer one question about one video (a path, or a clip `decode` gave); with choices, rank them;
+        without, generate free text (at most `max_new_tokens`, default `answer.max_new_tokens`)."""
         if not question.strip():
             raise AnnotationError("the question is empty")
         if choices and not 2 <= len(choices) <= len(LETTERS):
@@ -82,7 +82,7 @@ class Mark1:
                 f"give 2 to {len(LETTERS)} choices (or none for a free answer), got {len(choices)}"
             )
         t0 = time.perf_counter()
-        clip = self.decode(video)
+        clip = video if isinstance(video, Clip) else self.decode(video)
         t1 = time.perf_counter()
         features = self.features(clip)
         t2 = time.perf_counter()

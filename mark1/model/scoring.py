@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 
 import torch
 
 from mark1.annotations import QARecord
 from mark1.cache import FeatureCache
+from mark1.data import warn_truncated
 from mark1.metrics import moments
 from mark1.model.video_qa import VideoQAModel
-
-log = logging.getLogger(__name__)
 
 
 def score_records(
@@ -32,11 +30,7 @@ def score_records(
             where = f"row {record.row} (id {record.id})"
             answer = model.answer(torch.from_numpy(features), record.question, record.choices, where=where)
             if answer.truncated:
-                log.warning(
-                    "row %d (id %s): question or choices cut to the prompt's token caps",
-                    record.row,
-                    record.id,
-                )
+                warn_truncated(record)
             rows.append(
                 {
                     "id": record.id,

@@ -97,7 +97,7 @@ def _encode_all(
 ) -> None:
     """Decode `todo` in worker processes, encode in batches, hand each clip (or its failure) to the writer."""
     workers = min(cfg.extract.decode_workers, len(todo))
-    backend = resolve_backend(cfg.extract.decode_backend)
+    backend = writer.spec.decode_backend  # resolved once, as the cache records it
     log.info("decoding with %s in %d worker(s)", backend, workers)
     batch: list[DecodedVideo] = []
 

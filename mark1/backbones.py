@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from transformers import (
+    MODEL_FOR_CAUSAL_LM_MAPPING,
     AutoConfig,
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -59,6 +61,8 @@ def _from_pretrained(loader: Any, name: str, what: str, allow_pickle: bool, **kw
             attn_implementation="sdpa",
             **kwargs,
         )
+    except (SafetensorError, ValueError) as err:  # a damaged weights file; a model of another kind
+        raise ConfigError(f"cannot load {what} {name!r}: {str(err).splitlines()[0][:300]}") from err
     except OSError as err:
         pickled = any(Path(name).glob("*.bin")) if Path(name).is_dir() else False
         hint = (
@@ -103,7 +107,9 @@ def load_llm(
     allow_pickle: bool = False,
 ) -> PreTrainedModel:
     """The frozen causal LLM, in eval mode with gradients off; gradients still flow through it."""
-    _model_config(name, "llm")
+    config = _model_config(name, "llm")
+    if type(config) not in MODEL_FOR_CAUSAL_LM_MAPPING:
+        raise ConfigError(f"llm {name!r} is a {config.model_type!r} model, not a causal language model")
     model = _from_pretrained(AutoModelForCausalLM, name, "llm", allow_pickle, dtype=dtype)
     return model.to(device).eval().requires_grad_(False)
 

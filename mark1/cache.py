@@ -119,6 +119,8 @@ class CacheSpec:
             )
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(data, dict):
+                raise TypeError(f"a JSON {type(data).__name__}, not an object")
             if data.get("format") != CACHE_FORMAT:
                 raise CacheError(f"{path} is not a Mark-1 cache spec (format {data.get('format')!r})")
             if data.get("version") != CACHE_VERSION:

@@ -207,9 +207,9 @@ def load_config(
         file = resolve_config_path(path)
         source = str(file)
         try:
-            data = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{file} is not valid YAML: {err}") from err
+            data = _yaml(file.read_text(encoding="utf-8"), str(file)) or {}
+        except (OSError, UnicodeDecodeError) as err:
+            raise ConfigError(f"cannot read {file} as UTF-8 text ({err})") from err
         if not isinstance(data, dict):
             raise ConfigError(f"{file} must hold a mapping of sections, got {type(data).__name__}")
     for item in overrides or []:
@@ -222,11 +222,21 @@ def load_config(
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: {part!r} is not a section")
-        node[leaf] = yaml.safe_load(value)
+        node[leaf] = _yaml(value, f"--set {item!r}")
     cfg = Config.from_dict(data, source)
     cfg.encoder = expand_path(cfg.encoder)
     cfg.llm = expand_path(cfg.llm)
     return cfg
+
+
+def _yaml(text: str, where: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{where} is not valid YAML{at}: {problem}") from err
 
 
 def with_flags(cfg: Config, flags: dict[str, Any]) -> Config:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mark1.config import Config, load_config
+from mark1.files import check_output_dir
 from mark1.model.mark1 import InferResult
 from mark1.stages.evaluate import EvalResult, evaluate, predict
 from mark1.stages.extract import ExtractResult, extract
@@ -59,6 +60,7 @@ def run_demo(
     progress: Callable[[str, str], AbstractContextManager] | None = None,
 ) -> DemoResult:
     """Run every stage on generated data; `progress(name, unit)` yields an `update(done, total)` callback."""
+    check_output_dir(out_dir, "--out")
     progress = progress or (lambda name, unit: nullcontext(None))
     cfg = cfg or load_config("tiny")
     data_dir = out_dir / "data"

@@ -24,7 +24,7 @@ from transformers import (
 )
 
 from mark1.config import mark1_home
-from mark1.files import fsync_tree
+from mark1.files import check_output_dir, fsync_tree
 from mark1.prompt import LETTERS, VIDEO_TOKEN, answer_text, build_prompt
 from mark1.training import step_optimizer
 
@@ -209,6 +209,7 @@ def write_tiny_backbones(out_dir: Path, sizes: TinySizes | None = None) -> tuple
     Each is written in a temporary folder and renamed into place, so a killed run never leaves a model
     folder that looks whole, and two first uses at once both end with the same bytes.
     """
+    check_output_dir(out_dir, "--out")
     sizes = sizes or TinySizes()
     encoder_dir, llm_dir = out_dir / "vjepa2-tiny", out_dir / "qwen3-tiny"
     work = out_dir / f".writing-{os.getpid()}"

@@ -10,6 +10,7 @@ import os
 
 import typer
 from rich.logging import RichHandler
+from rich.markup import escape
 
 from mark1.cli import data, model, tools
 from mark1.cli.options import console
@@ -46,7 +47,7 @@ def main() -> None:  # [project.scripts] mark1 = "mark1.cli:main"
     try:
         app()
     except Mark1Error as err:  # expected failures: one red line, no traceback
-        console.print(f"[bold red]error:[/] {err}", soft_wrap=True)
+        console.print(f"[bold red]error:[/] {escape(str(err))}", soft_wrap=True)
         raise SystemExit(1) from None
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]: finished work is kept; run the same command again to resume")

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from mark1.cli.options import (
@@ -32,7 +33,9 @@ def extract(
     ] = Path("cache"),
     config: ConfigOpt = None,
     encoder: EncoderOpt = None,
-    limit: Annotated[int | None, typer.Option(help="Only the first N videos (sorted by path).")] = None,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="Only the first N videos (sorted by path).")
+    ] = None,
     num_frames: Annotated[int | None, typer.Option(help="Frames sampled uniformly per clip.")] = None,
     pool: Annotated[int | None, typer.Option(help="Average pool x pool patches before caching.")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda:0, ...")] = None,
@@ -64,12 +67,12 @@ def extract(
         result = run_extract(cfg, videos, cache, limit=limit, on_clip=update)
     rank = f"rank {os.environ['RANK']}: " if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
     console.print(
-        f"[green]{rank}cache[/] {result.cache_dir}: {result.num_extracted} extracted, {result.num_skipped} already "
+        f"[green]{rank}cache[/] {escape(str(result.cache_dir))}: {result.num_extracted} extracted, {result.num_skipped} already "
         f"cached, {result.num_failed} failed ({result.seconds:.1f} s)"
     )
     if result.num_failed:
         console.print(
-            f"[yellow]see {result.cache_dir / 'failures.jsonl'} for the videos that could not be read"
+            f"[yellow]see {escape(str(result.cache_dir / 'failures.jsonl'))} for the videos that could not be read"
         )
     if result.interrupted:
         console.print("[yellow]interrupted:[/] finished clips are kept; run the same command again to resume")
@@ -98,7 +101,8 @@ def cache_verify(cache: Annotated[Path, typer.Argument(help="Feature cache direc
         keys = [k for k in reader if reader.row(k)["shard"] == shard]
         more = " ..." if len(keys) > 5 else ""
         console.print(
-            f"[red]damaged[/] {shard} ({reason}): {len(keys)} clip(s): {', '.join(keys[:5])}{more}",
+            "[red]damaged[/] "
+            + escape(f"{shard} ({reason}): {len(keys)} clip(s): {', '.join(keys[:5])}{more}"),
             soft_wrap=True,
         )
     if damaged:
@@ -106,7 +110,7 @@ def cache_verify(cache: Annotated[Path, typer.Argument(help="Feature cache direc
             "run `mark1 extract --verify` with the same --videos and --cache to re-extract just those clips"
         )
         raise typer.Exit(1)
-    console.print(f"[green]ok[/] {cache}: {len(reader)} clips read whole")
+    console.print(f"[green]ok[/] {escape(str(cache))}: {len(reader)} clips read whole")
 
 
 def validate(
@@ -139,13 +143,13 @@ def validate(
         issues += budget_issues(records, tokenizer, cfg.projector.num_visual_queries, cfg.prompt)
     for issue in issues:
         colour = "red" if issue.level == "error" else "yellow"
-        console.print(f"[{colour}]{issue.level}[/] {issue}", soft_wrap=True)
+        console.print(f"[{colour}]{issue.level}[/] {escape(str(issue))}", soft_wrap=True)
     errors = sum(i.level == "error" for i in issues)
     counts = Counter(len(r.choices) for r in records)
     by_choices = ", ".join(f"{n} with {k} choices" for k, n in sorted(counts.items()))
-    console.print(
-        f"{annotations}: {len(records)} questions ({by_choices}), {errors} error(s), {len(issues) - errors} warning(s)"
-    )
+    summary = f"{annotations}: {len(records)} questions ({by_choices}), {errors} error(s), "
+    summary += f"{len(issues) - errors} warning(s)"
+    console.print(escape(summary), soft_wrap=True)
     if errors:
         raise typer.Exit(1)
 

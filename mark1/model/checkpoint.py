@@ -125,7 +125,8 @@ class Checkpoint:
             return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # torch raises several types for damaged or foreign files
             raise CheckpointError(
-                f"cannot read {path} ({type(err).__name__}: {err}); start without --resume"
+                f"cannot read {path} ({type(err).__name__}): it is damaged or not a Mark-1 training state; "
+                "start without --resume"
             ) from err
 
     def load_model(self, spec: CacheSpec, cfg: Config | None = None) -> VideoQAModel:

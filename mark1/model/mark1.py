@@ -77,6 +77,8 @@ class Mark1:
         without, generate free text (at most `max_new_tokens`, default `answer.max_new_tokens`)."""
         if not question.strip():
             raise AnnotationError("the question is empty")
+        if choices and not all(c.strip() for c in choices):
+            raise AnnotationError("a choice is empty")
         if choices and not 2 <= len(choices) <= len(LETTERS):
             raise AnnotationError(
                 f"give 2 to {len(LETTERS)} choices (or none for a free answer), got {len(choices)}"

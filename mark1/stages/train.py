@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -109,7 +110,7 @@ def train(
         raise ConfigError(f"train.batch_size {cfg.train.batch_size} is the global batch: it needs >= {world}")
     cache = FeatureCache(cache_dir)  # CacheError if missing or damaged
     records = _load_records(cache, annotations, val_annotations, cfg.train)
-    lock = None
+    lock, created = None, not out_dir.exists()
     if rank == 0:  # one writer per run directory, taken before anything looks at what it holds
         check_output_dir(out_dir, "--out")
         lock = acquire_lock(out_dir, RUN_LOCK, "run", CheckpointError)
@@ -118,6 +119,10 @@ def train(
         run.on_step, run.on_eval = on_step, on_eval
         loss = fit(run)
         barrier(world)
+    except BaseException:
+        if lock is not None and created and [p.name for p in out_dir.iterdir()] == [RUN_LOCK]:
+            shutil.rmtree(out_dir)  # refused before it began (a model that would not load): leave nothing
+        raise
     finally:
         if lock is not None:
             lock.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -80,6 +81,23 @@ def _check_writable_dir(directory: Path, flag: str, path: Path) -> None:
         raise Mark1Error(f"{flag} {path}: {existing} is a file, so {directory} cannot be a directory")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise Mark1Error(f"{flag} {path}: {existing} is not writable; choose another path")
+
+
+@contextmanager
+def owned_dir(directory: Path, flag: str, lock: str, what: str, error: type[Mark1Error]) -> Iterator[None]:
+    """`directory` checked writable and locked for one writer while the block runs. A block that fails
+    before writing anything but the lock into a directory it created leaves no directory behind."""
+    check_output_dir(directory, flag)
+    created = not directory.exists()
+    handle = acquire_lock(directory, lock, what, error)
+    try:
+        yield
+    except BaseException:
+        if created and [p.name for p in directory.iterdir()] == [lock]:
+            shutil.rmtree(directory)
+        raise
+    finally:
+        handle.close()
 
 
 def acquire_lock(directory: Path, name: str, what: str, error: type[Mark1Error]) -> IO:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import shutil
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -26,7 +26,7 @@ from mark1.data import QADataset, budget_issues, collate, split_by_video
 from mark1.devices import parse_device_map
 from mark1.distributed import barrier, init_distributed, mean_over_ranks
 from mark1.errors import AnnotationError, CheckpointError, ConfigError, TrainingError
-from mark1.files import acquire_lock, check_output_dir
+from mark1.files import owned_dir
 from mark1.matching import require_valid
 from mark1.metrics import summarize
 from mark1.model.checkpoint import Checkpoint, save_checkpoint
@@ -110,22 +110,13 @@ def train(
         raise ConfigError(f"train.batch_size {cfg.train.batch_size} is the global batch: it needs >= {world}")
     cache = FeatureCache(cache_dir)  # CacheError if missing or damaged
     records = _load_records(cache, annotations, val_annotations, cfg.train)
-    lock, created = None, not out_dir.exists()
-    if rank == 0:  # one writer per run directory, taken before anything looks at what it holds
-        check_output_dir(out_dir, "--out")
-        lock = acquire_lock(out_dir, RUN_LOCK, "run", CheckpointError)
-    try:
+    # One writer per run directory (rank 0 writes for all), taken before anything looks at what it holds.
+    owner = owned_dir(out_dir, "--out", RUN_LOCK, "run", CheckpointError) if rank == 0 else nullcontext()
+    with owner:
         run = setup(cfg, cache, records, out_dir, resume, model, rank, world)
         run.on_step, run.on_eval = on_step, on_eval
         loss = fit(run)
         barrier(world)
-    except BaseException:
-        if lock is not None and created and [p.name for p in out_dir.iterdir()] == [RUN_LOCK]:
-            shutil.rmtree(out_dir)  # refused before it began (a model that would not load): leave nothing
-        raise
-    finally:
-        if lock is not None:
-            lock.close()
     p = run.progress
     return TrainResult(out_dir, p.step, loss, p.best_accuracy, p.skipped, time.perf_counter() - start)
 

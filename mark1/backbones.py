@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +16,14 @@ from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
     AutoTokenizer,
+    BitsAndBytesConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
     VJEPA2Model,
 )
 
 from mark1.errors import ConfigError
+from mark1.prompt import prepare_tokenizer
 from mark1.tiny import ensure_available
 
 ENCODER_TYPES = ("vjepa2",)  # the encoder's features and preprocessing are V-JEPA2's
@@ -49,7 +53,9 @@ def _model_config(name: str, what: str) -> Any:
     return config
 
 
-def _from_pretrained(loader: Any, name: str, what: str, allow_pickle: bool, **kwargs: Any) -> PreTrainedModel:
+def _from_pretrained(
+    loader: Any, name: str, what: str, allow_pickle: bool, attn: str = "sdpa", **kwargs: Any
+) -> PreTrainedModel:
     """`loader.from_pretrained` that reads safetensors only (unless `allow_pickle`) and refuses weights
     files which leave parameters at their random init."""
     try:
@@ -58,7 +64,7 @@ def _from_pretrained(loader: Any, name: str, what: str, allow_pickle: bool, **kw
             trust_remote_code=False,
             use_safetensors=None if allow_pickle else True,
             output_loading_info=True,
-            attn_implementation="sdpa",
+            attn_implementation=attn,
             **kwargs,
         )
     except (SafetensorError, ValueError) as err:  # a damaged weights file; a model of another kind
@@ -102,23 +108,63 @@ def load_encoder(
 
 def load_llm(
     name: str,
-    device: torch.device | str = "cpu",
-    dtype: torch.dtype = torch.float32,
+    devices: Sequence[torch.device] = (torch.device("cpu"),),
+    quantization: str = "none",
     allow_pickle: bool = False,
+    max_memory_gb: float = 0.0,
 ) -> PreTrainedModel:
-    """The frozen causal LLM, in eval mode with gradients off; gradients still flow through it."""
+    """The frozen causal LLM, in eval mode with gradients off; gradients still flow through it.
+
+    Weights in fp16 on CUDA (a T4 has no bf16) and fp32 on the CPU, or int8/nf4 through bitsandbytes with
+    that compute dtype (lm_head and the embeddings stay unquantized). Several `devices` spread the layers
+    over them, first layers on the first.
+    """
     config = _model_config(name, "llm")
     if type(config) not in MODEL_FOR_CAUSAL_LM_MAPPING:
         raise ConfigError(f"llm {name!r} is a {config.model_type!r} model, not a causal language model")
-    model = _from_pretrained(AutoModelForCausalLM, name, "llm", allow_pickle, dtype=dtype)
-    return model.to(device).eval().requires_grad_(False)
+    dtype = torch.float16 if devices[0].type == "cuda" else torch.float32
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    if quantization != "none":
+        _require("bitsandbytes", f"llm.quantization={quantization}")
+        kwargs["quantization_config"] = _quantization_config(quantization, dtype)
+    if quantization != "none" or len(devices) > 1:  # both place the weights while loading (accelerate)
+        _require("accelerate", "llm.quantization or an LLM spread over GPUs")
+        kwargs["device_map"] = "auto" if len(devices) > 1 else {"": devices[0]}
+        if len(devices) > 1:
+            gib = f"{max_memory_gb}GiB" if max_memory_gb else None
+            kwargs["max_memory"] = {
+                d.index: gib or torch.cuda.get_device_properties(d).total_memory for d in devices
+            }
+    # SDPA where the model has it (no flash-attn on a T4); eager for the few that do not (Gemma 2).
+    attention = "sdpa" if MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]._supports_sdpa else "eager"
+    model = _from_pretrained(AutoModelForCausalLM, name, "llm", allow_pickle, attn=attention, **kwargs)
+    if "device_map" not in kwargs:
+        model = model.to(devices[0])
+    return model.eval().requires_grad_(False)
+
+
+def _quantization_config(quantization: str, compute_dtype: torch.dtype) -> BitsAndBytesConfig:
+    if quantization == "int8":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,  # the block scales quantized too: 0.4 bit a weight less
+        bnb_4bit_compute_dtype=compute_dtype,
+    )
+
+
+def _require(package: str, feature: str) -> None:
+    if importlib.util.find_spec(package) is None:
+        raise ConfigError(f'{feature} needs {package}: pip install -e ".[quant]" (or pip install {package})')
 
 
 def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
-    """The LLM's own tokenizer, from the same hub id or directory (so the same checks and --llm apply)."""
+    """The LLM's own tokenizer, from the same hub id or directory (so the same checks and --llm apply), with
+    the video placeholder token (see `prepare_tokenizer`)."""
     _model_config(name, "llm")
     try:
-        return AutoTokenizer.from_pretrained(name, trust_remote_code=False)
+        return prepare_tokenizer(AutoTokenizer.from_pretrained(name, trust_remote_code=False))
     except (OSError, ValueError) as err:
         raise ConfigError(f"cannot load the tokenizer of llm {name!r}: {str(err).splitlines()[0]}") from err
 

@@ -20,6 +20,12 @@ from mark1.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 DECODE_BACKENDS = ("auto", "pyav", "decord")  # auto: the fastest here, see mark1.video.resolve_backend
+QUANTIZATIONS = (
+    "none",
+    "int8",
+    "nf4",
+)  # of the frozen LLM's weights (int8/nf4: bitsandbytes, the [quant] extra)
+PROMPT_TEMPLATES = ("auto", "chat", "plain")  # auto: the tokenizer's chat template where it has one
 
 
 def mark1_home() -> Path:
@@ -135,16 +141,45 @@ class TrainConfig:
 
 @dataclass
 class PromptConfig:
-    """Token caps on what a question brings, the same in training and answering (checkpoints keep them)."""
+    """How a question becomes a prompt, the same in training and answering (checkpoints keep it)."""
 
     max_question_tokens: int = 256  # longer questions are cut, with a warning naming the row
     max_choice_tokens: int = 64  # per choice
     max_prompt_tokens: int = 2048  # the whole prompt with its soft tokens and answer; a longer row is refused
+    # chat: the tokenizer's chat template; plain: Mark-1's own (see mark1.prompt.PLAIN_TEMPLATE);
+    # auto: chat where the tokenizer has a template. A checkpoint records the one it was trained with.
+    template: str = "auto"
 
     def __post_init__(self) -> None:
         for name in ("max_question_tokens", "max_choice_tokens", "max_prompt_tokens"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"prompt.{name} must be >= 1, got {getattr(self, name)!r}")
+        if self.template not in PROMPT_TEMPLATES:
+            raise ConfigError(
+                f"prompt.template must be one of {', '.join(PROMPT_TEMPLATES)}, got {self.template!r}"
+            )
+
+
+@dataclass
+class LLMConfig:
+    """The frozen LLM: which one, and how its weights sit in memory."""
+
+    name: str = "Qwen/Qwen3-0.6B"  # hub id or local directory of any causal LM (Qwen, Llama, Mistral, Gemma)
+    quantization: str = (
+        "none"  # none: fp16 on CUDA (fp32 on CPU); int8 or nf4: bitsandbytes, pip install -e ".[quant]"
+    )
+    # Recompute each LLM layer during the backward pass instead of keeping its activations: the projector's
+    # gradient flows back through every layer, so this is most of the step's memory (see `mark1 plan`).
+    gradient_checkpointing: bool = False
+    max_memory_gb: float = 0.0  # per GPU when the device map spreads the LLM over several (0: all of it)
+
+    def __post_init__(self) -> None:
+        if self.quantization not in QUANTIZATIONS:
+            raise ConfigError(
+                f"llm.quantization must be one of {', '.join(QUANTIZATIONS)}, got {self.quantization!r}"
+            )
+        if not (math.isfinite(self.max_memory_gb) and self.max_memory_gb >= 0):
+            raise ConfigError(f"llm.max_memory_gb must be a finite number >= 0, got {self.max_memory_gb!r}")
 
 
 @dataclass
@@ -166,7 +201,7 @@ class Config:
     """Everything a Mark-1 run needs; YAML sections and `--set section.key=value` use these names."""
 
     encoder: str = "facebook/vjepa2-vitg-fpc64-256"  # hub id or local directory
-    llm: str = "Qwen/Qwen3-0.6B"
+    llm: LLMConfig = field(default_factory=LLMConfig)
     # Backbone weights as safetensors only: a .bin file is a pickle, which runs code when loaded.
     allow_pickle_weights: bool = False  # true only for model files you trust
     video: VideoConfig = field(default_factory=VideoConfig)
@@ -181,7 +216,7 @@ class Config:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> Config:
-        return _build(cls, data, source)
+        return _build(cls, _llm_section(data), source)
 
 
 def resolve_config_path(name: str | Path) -> Path:
@@ -212,10 +247,12 @@ def load_config(
             raise ConfigError(f"cannot read {file} as UTF-8 text ({err})") from err
         if not isinstance(data, dict):
             raise ConfigError(f"{file} must hold a mapping of sections, got {type(data).__name__}")
+    data = _llm_section(data)
     for item in overrides or []:
         key, sep, value = item.partition("=")
         if not sep:
             raise ConfigError(f"override {item!r} must look like section.key=value")
+        key = "llm.name" if key.strip() == "llm" else key  # `--set llm=DIR`, as before the llm section
         *parents, leaf = key.strip().split(".")
         node = data
         for part in parents:
@@ -225,8 +262,15 @@ def load_config(
         node[leaf] = _yaml(value, f"--set {item!r}")
     cfg = Config.from_dict(data, source)
     cfg.encoder = expand_path(cfg.encoder)
-    cfg.llm = expand_path(cfg.llm)
+    cfg.llm.name = expand_path(cfg.llm.name)
     return cfg
+
+
+def _llm_section(data: Any) -> Any:
+    """`llm: NAME` (configs and checkpoints from before the llm section) is `llm: {name: NAME}`."""
+    if isinstance(data, dict) and isinstance(data.get("llm"), str):
+        return {**data, "llm": {"name": data["llm"]}}
+    return data
 
 
 def _yaml(text: str, where: str) -> Any:
@@ -240,20 +284,21 @@ def _yaml(text: str, where: str) -> Any:
 
 
 def with_flags(cfg: Config, flags: dict[str, Any]) -> Config:
-    """A copy of `cfg` with typed values set by dotted key (`"train.lr": 1e-4`, `"llm": "dir"`); None means
+    """A copy of `cfg` with typed values set by dotted key (`"train.lr": 1e-4`, `"llm.name": "dir"`); None means
     "not given". Each section is rebuilt with `dataclasses.replace`, so its checks run on the new values."""
     cfg = copy.deepcopy(cfg)  # the result shares no section with the caller's config
     given: dict[str, dict[str, Any]] = {}
     for key, value in flags.items():
         if value is None:
             continue
-        section, _, name = key.rpartition(".")
+        section, _, name = ("llm.name" if key == "llm" else key).rpartition(".")
         given.setdefault(section, {})[name] = value
     top = given.pop("", {})
     for section, values in given.items():
         top[section] = dataclasses.replace(getattr(cfg, section), **values)
     cfg = dataclasses.replace(cfg, **top)
-    return dataclasses.replace(cfg, encoder=expand_path(cfg.encoder), llm=expand_path(cfg.llm))
+    llm = dataclasses.replace(cfg.llm, name=expand_path(cfg.llm.name))
+    return dataclasses.replace(cfg, encoder=expand_path(cfg.encoder), llm=llm)
 
 
 def expand_path(value: str) -> str:

@@ -16,7 +16,7 @@ from mark1.annotations import Issue, QARecord
 from mark1.cache import FeatureCache
 from mark1.config import PromptConfig
 from mark1.errors import AnnotationError
-from mark1.prompt import answer_text, encode_prompt, encode_text, fit_text, question_text
+from mark1.prompt import answer_ids, encode_prompt, encode_text, fit_text, question_text
 
 log = logging.getLogger(__name__)
 IGNORE = -100  # label of positions that are not part of the answer
@@ -83,7 +83,7 @@ def make_example(
     encode = partial(encode_text, tokenizer)
     where = f"row {record.row} (id {record.id})"
     prompt = encode_prompt(tokenizer, text, num_video_tokens, budget, where)
-    answer = encode(answer_text(tokenizer, text.choices[record.answer]))
+    answer = answer_ids(tokenizer, text.choices[record.answer])
     return Example(
         key=record.key,
         question_ids=encode(question_text(text.question, text.choices)),

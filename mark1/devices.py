@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import torch
 
@@ -25,8 +26,18 @@ def pick_device(name: str = "auto") -> torch.device:
     return device
 
 
-def parse_device_map(spec: str) -> dict[str, torch.device]:
-    """`projector=cuda:0,llm=cuda:1` (and optionally `encoder=`) → a device per part.
+@dataclass(frozen=True)
+class Placement:
+    """Where each part runs. The LLM may be spread over several devices, its first layers on the first."""
+
+    encoder: torch.device
+    projector: torch.device
+    llm: tuple[torch.device, ...]
+
+
+def parse_device_map(spec: str) -> Placement:
+    """`projector=cuda:0,llm=cuda:1` (and optionally `encoder=`) → a device per part; `llm=cuda:0+cuda:1`
+    spreads the LLM's layers over both GPUs (an LLM too big for one), up to `llm.max_memory_gb` each.
 
     `auto`: two GPUs → encoder and projector on cuda:0, the LLM on cuda:1 (each 16 GB T4 holds one
     backbone); one GPU → everything on it; none → the CPU. Under torchrun, `auto` is this rank's own GPU.
@@ -34,28 +45,30 @@ def parse_device_map(spec: str) -> dict[str, torch.device]:
     if spec == "auto":
         count = torch.cuda.device_count()
         if int(os.environ.get("WORLD_SIZE", "1")) > 1 or count < 2:
-            return dict.fromkeys(PARTS, pick_device("auto"))
-        return {
-            "encoder": torch.device("cuda:0"),
-            "projector": torch.device("cuda:0"),
-            "llm": torch.device("cuda:1"),
-        }
-    placement = {}
+            device = pick_device("auto")
+            return Placement(device, device, (device,))
+        return Placement(torch.device("cuda:0"), torch.device("cuda:0"), (torch.device("cuda:1"),))
+    placement: dict[str, tuple[torch.device, ...]] = {}
     for part in spec.split(","):
-        name, sep, device = part.partition("=")
+        name, sep, devices = part.partition("=")
         if not sep or name.strip() not in PARTS:
             raise ConfigError(f"device map {spec!r}: expected items like projector=cuda:0,llm=cuda:1")
         try:
-            placement[name.strip()] = torch.device(device.strip())
+            placement[name.strip()] = tuple(torch.device(d.strip()) for d in devices.split("+"))
         except RuntimeError as err:
-            raise ConfigError(f"device map {spec!r}: {device.strip()!r} is not a device name") from err
+            raise ConfigError(f"device map {spec!r}: {devices.strip()!r} is not a device name") from err
     missing = {"projector", "llm"} - set(placement)
     if missing:
         raise ConfigError(f"device map {spec!r} does not place {', '.join(sorted(missing))}")
-    for device in placement.values():
-        _check_exists(device, spec)
-    placement.setdefault("encoder", placement["projector"])
-    return placement
+    for name, devices in placement.items():
+        if len(devices) > 1 and (name != "llm" or any(d.type != "cuda" for d in devices)):
+            raise ConfigError(
+                f"device map {spec!r}: only the LLM can be spread, and only over GPUs (llm=cuda:0+cuda:1)"
+            )
+        for device in devices:
+            _check_exists(device, spec)
+    projector = placement["projector"][0]
+    return Placement(placement.get("encoder", (projector,))[0], projector, placement["llm"])
 
 
 def _check_exists(device: torch.device, asked: str) -> None:

@@ -1,23 +1,61 @@
-"""The one prompt format of Mark-1, used by train, eval, predict and infer alike."""
+"""The one prompt format of Mark-1, used by train, eval, predict and infer alike, for any causal LM's tokenizer.
+
+A prompt is the tokenizer's chat template around one user turn (or, for a tokenizer without one, the plain
+template below), whose content is the video placeholders and then the question with its lettered choices.
+The template's markup and the placeholders are encoded with special tokens on; the question and choices
+with them off, so a question holding "<|im_end|>" or "<|video_pad|>" is text, never a turn end or a slot.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tokenizers import AddedToken
 from transformers import PreTrainedTokenizerBase
 
 from mark1.config import PromptConfig
-from mark1.errors import AnnotationError
+from mark1.errors import AnnotationError, ConfigError
 
 PROMPT_FORMAT = "mark1-chat-v1"  # stored in checkpoints; bump when the text below changes
 VIDEO_TOKEN, VISION_START, VISION_END = "<|video_pad|>", "<|vision_start|>", "<|vision_end|>"
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"  # choice labels, by position
 INSTRUCTION = "Answer with the letter and the text of the correct choice."
+# For tokenizers without a chat template (Llama-2 / Vicuna style): Vicuna's turn markers, BOS first.
+PLAIN_USER, PLAIN_ASSISTANT = "USER: ", "\nASSISTANT: "
+_TEXT_SLOT = "<<mark1-question>>"  # where the question goes in the rendered template; never encoded
+
+
+def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
+    """The tokenizer with a video placeholder token: its own <|video_pad|> (Qwen), else one added here.
+
+    An added placeholder may have an id past the LLM's embedding table: that is fine, because the splice
+    replaces every placeholder's embedding before the LLM sees it and never looks the id up, so no frozen
+    embedding is trained or changed. Adding is deterministic: every load gets the same id.
+    """
+    if VIDEO_TOKEN not in tokenizer.get_vocab():
+        tokenizer.add_tokens([AddedToken(VIDEO_TOKEN, special=True, normalized=False)], special_tokens=True)
+    return tokenizer
+
+
+def resolve_template(tokenizer: PreTrainedTokenizerBase, template: str) -> str:
+    """`auto` → `chat` where the tokenizer has a chat template, else `plain`."""
+    if template == "auto":
+        return "chat" if tokenizer.chat_template else "plain"
+    if template == "chat" and not tokenizer.chat_template:
+        raise ConfigError(
+            "prompt.template is chat but the LLM's tokenizer has no chat template; this checkpoint or config "
+            "was made with another tokenizer (or set prompt.template=plain)"
+        )
+    return template
 
 
 def encode_text(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
-    """Token ids of `text` as it sits inside a prompt (no BOS/EOS added)."""
-    return tokenizer(text, add_special_tokens=False).input_ids
+    """Token ids of user text as it sits inside a prompt: no BOS/EOS added, special-token strings kept as text."""
+    return tokenizer(text, add_special_tokens=False, split_special_tokens=True).input_ids
+
+
+def _encode_markup(tokenizer: PreTrainedTokenizerBase, markup: str) -> list[int]:
+    return tokenizer(markup, add_special_tokens=False).input_ids
 
 
 @dataclass
@@ -56,38 +94,47 @@ def fit_text(
     return FittedText(question, [c for c, _ in fitted], truncated)
 
 
-def user_text(question: str, choices: list[str], num_video_tokens: int) -> str:
-    """The user turn: video placeholders (replaced by soft tokens), the question, the lettered choices."""
-    video = VISION_START + VIDEO_TOKEN * num_video_tokens + VISION_END
-    lines = [video, question, *choices]
-    if choices:
-        lines.append(INSTRUCTION)
-    return "\n".join(lines)
-
-
 def question_text(question: str, choices: list[str]) -> str:
     """What the projector's fusion layers read: the question and its choices, no template."""
     return "\n".join([question, *choices])
 
 
-def build_prompt(
-    tokenizer: PreTrainedTokenizerBase, question: str, choices: list[str], num_video_tokens: int
-) -> str:
-    """The full prompt up to where the answer starts: the chat template (thinking off) or a plain one."""
-    user = user_text(question, choices, num_video_tokens)
-    if tokenizer.chat_template:
-        return tokenizer.apply_chat_template(
+def prompt_ids(
+    tokenizer: PreTrainedTokenizerBase,
+    template: str,
+    question: str,
+    choices: list[str],
+    num_video_tokens: int,
+) -> list[int]:
+    """The prompt's token ids up to where the answer starts, in `template` (`chat` or `plain`)."""
+    vocab = tokenizer.get_vocab()
+    framed = (
+        VISION_START in vocab and VISION_END in vocab
+    )  # Qwen's vision markers, where the tokenizer has them
+    video = VIDEO_TOKEN * num_video_tokens
+    user = (VISION_START + video + VISION_END if framed else video) + _TEXT_SLOT
+    if resolve_template(tokenizer, template) == "chat":
+        rendered = tokenizer.apply_chat_template(
             [{"role": "user", "content": user}],
             tokenize=False,
             add_generation_prompt=True,
-            enable_thinking=False,
+            enable_thinking=False,  # Qwen3: no thinking block; other templates ignore it
         )
-    return f"{user}\nAnswer: "
+    else:
+        rendered = (tokenizer.bos_token or "") + PLAIN_USER + user + PLAIN_ASSISTANT
+    before, _, after = rendered.partition(_TEXT_SLOT)
+    body = "\n".join([question, *choices, *([INSTRUCTION] if choices else [])])
+    return (
+        _encode_markup(tokenizer, before)
+        + encode_text(tokenizer, "\n" + body)
+        + _encode_markup(tokenizer, after)
+    )
 
 
-def answer_text(tokenizer: PreTrainedTokenizerBase, choice: str) -> str:
-    """The training target and scoring text of a choice ("B. Sai"), closed by the end-of-turn token."""
-    return choice + (tokenizer.eos_token or "")
+def answer_ids(tokenizer: PreTrainedTokenizerBase, choice: str) -> list[int]:
+    """The training target and scoring tokens of a choice ("B. Sai"), closed by the end-of-turn token."""
+    eos = [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id]
+    return encode_text(tokenizer, choice) + eos
 
 
 def encode_prompt(
@@ -99,8 +146,8 @@ def encode_prompt(
 ) -> list[int]:
     """The prompt's token ids; a prompt that leaves no room for its longest answer within
     `max_prompt_tokens` is refused, naming `where` (the row, or the question)."""
-    ids = encode_text(tokenizer, build_prompt(tokenizer, text.question, text.choices, num_video_tokens))
-    longest = max((len(encode_text(tokenizer, answer_text(tokenizer, c))) for c in text.choices), default=0)
+    ids = prompt_ids(tokenizer, budget.template, text.question, text.choices, num_video_tokens)
+    longest = max((len(answer_ids(tokenizer, c)) for c in text.choices), default=0)
     if len(ids) + longest > budget.max_prompt_tokens:
         raise AnnotationError(
             f"{where}: the prompt and its answer take {len(ids) + longest} tokens, past "

@@ -1,11 +1,13 @@
 """Tiny random-weight backbones in Hugging Face format for the demo, the tests and CPU benchmarks.
 
-Real `VJEPA2Config` / `Qwen3Config` architectures at toy size and a byte-level tokenizer with Qwen3's
-special tokens, so the same `from_pretrained` path runs as for the real models. The sizes live here only.
+Real `VJEPA2Config` and causal-LM architectures (Qwen3, Qwen2, Llama, Mistral, Gemma 2) at toy size and
+byte-level tokenizers with each family's special tokens and chat template (or none), so the same
+`from_pretrained` path runs as for the real models. The sizes live here only.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import random
@@ -15,34 +17,30 @@ from pathlib import Path
 
 import torch
 from transformers import (
+    AutoModelForCausalLM,
+    Gemma2Config,
+    LlamaConfig,
+    MistralConfig,
+    PretrainedConfig,
+    PreTrainedModel,
     PreTrainedTokenizerBase,
     PreTrainedTokenizerFast,
+    Qwen2Config,
     Qwen3Config,
-    Qwen3ForCausalLM,
     VJEPA2Config,
     VJEPA2Model,
 )
 
 from mark1.config import mark1_home
+from mark1.errors import ConfigError
 from mark1.files import check_output_dir, fsync_tree
-from mark1.prompt import LETTERS, VIDEO_TOKEN, answer_text, build_prompt
+from mark1.prompt import LETTERS, VIDEO_TOKEN, answer_ids, encode_text, prepare_tokenizer, prompt_ids
 from mark1.training import step_optimizer
 
 log = logging.getLogger(__name__)
 
-# Special tokens of Qwen3's tokenizer that Mark-1's prompt uses; the tiny tokenizer carries the same ones.
-SPECIAL_TOKENS = [
-    "<|endoftext|>",
-    "<|im_start|>",
-    "<|im_end|>",
-    "<|vision_start|>",
-    "<|vision_end|>",
-    "<|video_pad|>",
-    "<think>",
-    "</think>",
-]
 # Same shape as Qwen3's template: with enable_thinking=False the generation prompt holds an empty think block.
-TINY_CHAT_TEMPLATE = (
+QWEN_TEMPLATE = (
     "{% for message in messages %}"
     "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
     "{% endfor %}"
@@ -50,6 +48,76 @@ TINY_CHAT_TEMPLATE = (
     "{% if enable_thinking is defined and enable_thinking is false %}{{ '<think>\\n\\n</think>\\n\\n' }}{% endif %}"
     "{% endif %}"
 )
+LLAMA3_TEMPLATE = (  # Llama 3.x's turn markup, without its system-prompt preamble
+    "{{ bos_token }}{% for message in messages %}"
+    "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + message['content'] | trim + '<|eot_id|>' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}"
+)
+MISTRAL_TEMPLATE = "{{ bos_token }}{% for message in messages %}{{ '[INST] ' + message['content'] + ' [/INST]' }}{% endfor %}"
+GEMMA_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{{ '<start_of_turn>' + message['role'] + '\\n' + message['content'] | trim + '<end_of_turn>\\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>model\\n' }}{% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class TokenizerStyle:
+    """The special tokens and chat template of a model family's tokenizer, on Mark-1's byte-level vocabulary."""
+
+    special: tuple[str, ...]
+    eos: str
+    bos: str | None = None
+    pad: str | None = None
+    chat_template: str | None = None
+
+
+TOKENIZER_STYLES = {
+    # Qwen3's: a chat template and the <|video_pad|> placeholder.
+    "qwen": TokenizerStyle(
+        (
+            "<|endoftext|>",
+            "<|im_start|>",
+            "<|im_end|>",
+            "<|vision_start|>",
+            "<|vision_end|>",
+            "<|video_pad|>",
+            "<think>",
+            "</think>",
+        ),
+        eos="<|im_end|>",
+        pad="<|endoftext|>",
+        chat_template=QWEN_TEMPLATE,
+    ),
+    # Llama 3.x: a chat template, no placeholder.
+    "llama3": TokenizerStyle(
+        ("<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"),
+        eos="<|eot_id|>",
+        bos="<|begin_of_text|>",
+        chat_template=LLAMA3_TEMPLATE,
+    ),
+    # Llama 2 / Vicuna: neither a chat template nor a placeholder.
+    "plain": TokenizerStyle(("<unk>", "<s>", "</s>"), eos="</s>", bos="<s>"),
+    "mistral": TokenizerStyle(
+        ("<unk>", "<s>", "</s>", "[INST]", "[/INST]"), eos="</s>", bos="<s>", chat_template=MISTRAL_TEMPLATE
+    ),
+    "gemma": TokenizerStyle(
+        ("<pad>", "<eos>", "<bos>", "<start_of_turn>", "<end_of_turn>"),
+        eos="<end_of_turn>",
+        bos="<bos>",
+        pad="<pad>",
+        chat_template=GEMMA_TEMPLATE,
+    ),
+}
+# Tiny LLM families: the transformers architecture and the tokenizer style each is written with.
+TINY_LLMS: dict[str, tuple[type[PretrainedConfig], str]] = {
+    "qwen3": (Qwen3Config, "qwen"),
+    "qwen2": (Qwen2Config, "qwen"),
+    "llama": (LlamaConfig, "plain"),
+    "llama3": (LlamaConfig, "llama3"),
+    "mistral": (MistralConfig, "mistral"),
+    "gemma2": (Gemma2Config, "gemma"),  # eager attention and a logit soft cap: the odd one out
+}
 
 
 @dataclass
@@ -88,9 +156,12 @@ def tiny_encoder_config(sizes: TinySizes) -> VJEPA2Config:
     )
 
 
-def tiny_llm_config(sizes: TinySizes, vocab_size: int) -> Qwen3Config:
-    return Qwen3Config(
-        vocab_size=vocab_size,
+def tiny_llm_config(
+    sizes: TinySizes, tokenizer: PreTrainedTokenizerBase, family: str = "qwen3"
+) -> PretrainedConfig:
+    config_class, _ = TINY_LLMS[family]
+    return config_class(
+        vocab_size=len(tokenizer),
         hidden_size=sizes.llm_dim,
         intermediate_size=2 * sizes.llm_dim,
         num_hidden_layers=2,
@@ -100,8 +171,9 @@ def tiny_llm_config(sizes: TinySizes, vocab_size: int) -> Qwen3Config:
         max_position_embeddings=4096,
         initializer_range=sizes.llm_init_range,
         tie_word_embeddings=False,
-        eos_token_id=2,  # <|im_end|>, as in Qwen3's generation config
-        pad_token_id=0,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
     )
 
 
@@ -119,22 +191,25 @@ def _bytes_to_unicode() -> dict[int, str]:
     return chars
 
 
-def build_tiny_tokenizer() -> PreTrainedTokenizerFast:
-    """A byte-level tokenizer (every UTF-8 byte a token, Qwen3's special tokens on top): lossless on any text."""
+def build_tiny_tokenizer(style: str = "qwen") -> PreTrainedTokenizerFast:
+    """A byte-level tokenizer (every UTF-8 byte a token, the style's special tokens first): lossless on any
+    text, with the special tokens and chat template (or none) of a model family."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
-    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
+    kind = TOKENIZER_STYLES[style]
+    vocab = {tok: i for i, tok in enumerate(kind.special)}
     for byte, char in _bytes_to_unicode().items():
-        vocab[char] = len(SPECIAL_TOKENS) + byte
+        vocab[char] = len(kind.special) + byte
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     tok.decoder = decoders.ByteLevel()
-    tok.add_special_tokens(SPECIAL_TOKENS)
+    tok.add_special_tokens(list(kind.special))
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        chat_template=TINY_CHAT_TEMPLATE,
+        bos_token=kind.bos,
+        eos_token=kind.eos,
+        pad_token=kind.pad,
+        chat_template=kind.chat_template,
     )
 
 
@@ -156,19 +231,16 @@ def _warmup_example(
         texts.append(texts[0] + " không")
     choices = [f"{LETTERS[i]}. {t}" for i, t in enumerate(texts)]
     answer = rng.randrange(len(choices))
-    prompt = tokenizer(
-        build_prompt(tokenizer, words(3, 9) + "?", choices, num_slots), add_special_tokens=False
-    ).input_ids
-    hint = tokenizer(LETTERS[answer], add_special_tokens=False).input_ids
-    pad = tokenizer.convert_tokens_to_ids(VIDEO_TOKEN)
-    start = prompt.index(pad) + rng.randint(0, num_slots - len(hint))
+    prompt = prompt_ids(tokenizer, "auto", words(3, 9) + "?", choices, num_slots)
+    hint = encode_text(tokenizer, LETTERS[answer])
+    start = prompt.index(tokenizer.convert_tokens_to_ids(VIDEO_TOKEN)) + rng.randint(0, num_slots - len(hint))
     prompt[start : start + len(hint)] = hint
-    target = tokenizer(answer_text(tokenizer, choices[answer]), add_special_tokens=False).input_ids
+    target = answer_ids(tokenizer, choices[answer])
     return prompt + target, [-100] * len(prompt) + target
 
 
 def warm_up_llm(
-    model: Qwen3ForCausalLM,
+    model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     steps: int = 600,
     num_slots: int = 32,
@@ -184,6 +256,7 @@ def warm_up_llm(
     projector's job. Only the LLM is trained here; Mark-1 then keeps it frozen.
     """
     rng, generator = random.Random(seed), torch.Generator().manual_seed(seed)
+    tokenizer = prepare_tokenizer(copy.deepcopy(tokenizer))  # the saved tokenizer keeps what it had
     pad = tokenizer.convert_tokens_to_ids(VIDEO_TOKEN)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     model.train()
@@ -192,9 +265,9 @@ def warm_up_llm(
         longest = max(len(ids) for ids, _ in pairs)
         ids = torch.tensor([i + [0] * (longest - len(i)) for i, _ in pairs])
         labels = torch.tensor([lab + [-100] * (longest - len(lab)) for _, lab in pairs])
-        embeds = model.get_input_embeddings()(ids)
-        # The other placeholders become random vectors: soft tokens will be arbitrary vectors, not pad tokens.
-        slots = (ids == pad).unsqueeze(-1)
+        slots = (ids == pad).unsqueeze(-1)  # an added placeholder's id is past the table: never looked up
+        embeds = model.get_input_embeddings()(ids.masked_fill(slots.squeeze(-1), 0))
+        # The placeholders become random vectors: soft tokens will be arbitrary vectors, not pad tokens.
         noise = torch.randn(embeds.shape, generator=generator) * model.config.initializer_range
         loss = model(inputs_embeds=torch.where(slots, noise, embeds), labels=labels).loss
         loss.backward()
@@ -203,32 +276,52 @@ def warm_up_llm(
     log.info("tiny LLM warm-up: final answer loss %.3f", loss.item())
 
 
-def write_tiny_backbones(out_dir: Path, sizes: TinySizes | None = None) -> tuple[Path, Path]:
-    """Write `out_dir/vjepa2-tiny` and `out_dir/qwen3-tiny` (with tokenizer) in HF format, seeded.
+def write_tiny_llm(out_dir: Path, family: str = "qwen3", sizes: TinySizes | None = None) -> Path:
+    """Write `out_dir/<family>-tiny`, a seeded tiny LLM of `family` (see TINY_LLMS) with its tokenizer."""
+    return _write_tiny(out_dir, sizes or TinySizes(), (family,))[1][0]
 
-    Each is written in a temporary folder and renamed into place, so a killed run never leaves a model
-    folder that looks whole, and two first uses at once both end with the same bytes.
-    """
+
+def write_tiny_backbones(out_dir: Path, sizes: TinySizes | None = None) -> tuple[Path, Path]:
+    """Write `out_dir/vjepa2-tiny` and `out_dir/qwen3-tiny` (with tokenizer) in HF format, seeded."""
+    encoder_dir, (llm_dir,) = _write_tiny(out_dir, sizes or TinySizes(), ("qwen3",), encoder=True)
+    return encoder_dir, llm_dir
+
+
+def _write_tiny(
+    out_dir: Path, sizes: TinySizes, families: tuple[str, ...], encoder: bool = False
+) -> tuple[Path, list[Path]]:
+    """Each model is written in a temporary folder and renamed into place, so a killed run never leaves a
+    model folder that looks whole, and two first uses at once both end with the same bytes."""
     check_output_dir(out_dir, "--out")
-    sizes = sizes or TinySizes()
-    encoder_dir, llm_dir = out_dir / "vjepa2-tiny", out_dir / "qwen3-tiny"
+    unknown = set(families) - set(TINY_LLMS)
+    if unknown:
+        raise ConfigError(
+            f"no tiny LLM family {', '.join(sorted(unknown))}; choose from {', '.join(TINY_LLMS)}"
+        )
     work = out_dir / f".writing-{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)
-    torch.manual_seed(sizes.seed)
-    VJEPA2Model(tiny_encoder_config(sizes)).save_pretrained(work / encoder_dir.name)
-    tokenizer = build_tiny_tokenizer()
-    torch.manual_seed(sizes.seed + 1)
-    llm = Qwen3ForCausalLM(tiny_llm_config(sizes, vocab_size=len(tokenizer)))
-    if sizes.warmup_steps:
-        warm_up_llm(llm, tokenizer, sizes.warmup_steps, seed=sizes.seed)
-    llm.save_pretrained(work / llm_dir.name)
-    tokenizer.save_pretrained(work / llm_dir.name)
-    for done in (encoder_dir, llm_dir):
-        fsync_tree(work / done.name)
-        shutil.rmtree(done, ignore_errors=True)  # an older or partial copy: replaced whole
-        os.replace(work / done.name, done)
+    encoder_dir, done = out_dir / "vjepa2-tiny", []
+    if encoder:
+        torch.manual_seed(sizes.seed)
+        VJEPA2Model(tiny_encoder_config(sizes)).save_pretrained(work / encoder_dir.name)
+        done.append(encoder_dir)
+    llm_dirs = []
+    for family in families:
+        tokenizer = build_tiny_tokenizer(TINY_LLMS[family][1])
+        torch.manual_seed(sizes.seed + 1)
+        llm = AutoModelForCausalLM.from_config(tiny_llm_config(sizes, tokenizer, family))
+        if sizes.warmup_steps:
+            warm_up_llm(llm, tokenizer, sizes.warmup_steps, seed=sizes.seed)
+        llm_dir = out_dir / f"{family}-tiny"
+        llm.save_pretrained(work / llm_dir.name)
+        tokenizer.save_pretrained(work / llm_dir.name)
+        llm_dirs.append(llm_dir)
+    for path in [*done, *llm_dirs]:
+        fsync_tree(work / path.name)
+        shutil.rmtree(path, ignore_errors=True)  # an older or partial copy: replaced whole
+        os.replace(work / path.name, path)
     shutil.rmtree(work, ignore_errors=True)
-    return encoder_dir, llm_dir
+    return encoder_dir, llm_dirs
 
 
 def ensure_available(name: str) -> None:
@@ -237,4 +330,8 @@ def ensure_available(name: str) -> None:
     path = Path(name)
     if path.parent == tiny_dir and not (path / "config.json").is_file():
         log.info("writing tiny random-weight backbones to %s (once; about 15 s)", tiny_dir)
-        write_tiny_backbones(tiny_dir)
+        family = path.name.removesuffix("-tiny")
+        if family in TINY_LLMS and family != "qwen3":
+            write_tiny_llm(tiny_dir, family)
+        else:
+            write_tiny_backbones(tiny_dir)

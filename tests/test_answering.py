@@ -174,7 +174,7 @@ def test_infer_cli_json_and_timeline(trained, cli, tmp_path: Path) -> None:
         "--encoder",
         trained.config.encoder,
         "--llm",
-        trained.config.llm,
+        trained.config.llm.name,
         "--timeline",
         tmp_path / "t.png",
     )

@@ -69,7 +69,7 @@ def test_validate_reports_rows_and_exit_codes(tmp_path: Path) -> None:
 
 
 def test_train_resume_eval_predict_through_the_cli(trained, tmp_path: Path) -> None:
-    common = ["--cache", str(trained.cache_dir), "--config", "tiny", "--llm", trained.config.llm]
+    common = ["--cache", str(trained.cache_dir), "--config", "tiny", "--llm", trained.config.llm.name]
     run_dir = tmp_path / "run"
     first = runner.invoke(
         app,

@@ -10,7 +10,7 @@ from mark1.errors import ConfigError
 
 def test_bundled_configs_load_by_name_and_the_seed_defaults_hold() -> None:
     full, tiny = load_config("mark1-vjepa2-qwen3"), load_config("tiny")
-    assert full.encoder == "facebook/vjepa2-vitg-fpc64-256" and full.llm == "Qwen/Qwen3-0.6B"
+    assert full.encoder == "facebook/vjepa2-vitg-fpc64-256" and full.llm.name == "Qwen/Qwen3-0.6B"
     assert (full.train.lr, full.train.batch_size, full.train.epochs) == (5e-5, 4, 5)
     assert (full.projector.hidden_size, full.projector.num_fusion_layers) == (1024, 2)
     assert tiny.projector.hidden_size == 64 and tiny.train.lr == 2e-3
@@ -21,7 +21,7 @@ def test_bundled_configs_load_by_name_and_the_seed_defaults_hold() -> None:
 def test_model_paths_expand_mark1_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("MARK1_HOME", str(tmp_path))
     assert load_config("tiny").encoder == str(tmp_path / "tiny" / "vjepa2-tiny")
-    assert load_config(None, ["llm=Qwen/Qwen3-8B"]).llm == "Qwen/Qwen3-8B"  # hub ids pass through
+    assert load_config(None, ["llm=Qwen/Qwen3-8B"]).llm.name == "Qwen/Qwen3-8B"  # hub ids pass through
 
 
 @pytest.mark.parametrize(
@@ -56,9 +56,9 @@ def test_set_overrides_parse_yaml_values() -> None:
 
 def test_flags_are_typed_and_checked_and_never_change_the_given_config() -> None:
     base = load_config("tiny")
-    cfg = with_flags(base, {"train.lr": 0.5, "train.epochs": None, "llm": "~/m", "answer.device_map": "cpu"})
+    cfg = with_flags(base, {"train.lr": 0.5, "train.epochs": None, "llm.name": "~/m", "answer.device_map": "cpu"})
     assert cfg.train.lr == 0.5 and cfg.train.epochs == base.train.epochs  # None: not given
-    assert cfg.llm == str(Path.home() / "m") and cfg.answer.device_map == "cpu"
+    assert cfg.llm.name == str(Path.home() / "m") and cfg.answer.device_map == "cpu"
     assert base.train.lr == 2e-3 and base.answer.device_map == "auto"
     with pytest.raises(ConfigError, match="train.batch_size must be >= 1"):
         with_flags(base, {"train.batch_size": 0})

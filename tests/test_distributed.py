@@ -108,7 +108,7 @@ def test_ddp_training_follows_the_single_process_loss(tiny, trained, tmp_path: P
         "--config",
         "tiny",
         "--llm",
-        trained.config.llm,
+        trained.config.llm.name,
     ]
     for item in sets:
         args += ["--set", item]

@@ -6,7 +6,7 @@ from mark1.annotations import QARecord
 from mark1.backbones import load_llm, load_tokenizer
 from mark1.config import ProjectorConfig
 from mark1.data import IGNORE, collate, make_example, saliency_targets
-from mark1.devices import parse_device_map
+from mark1.devices import Placement, parse_device_map
 from mark1.model.llm import FrozenLLM
 from mark1.model.projector import Projector
 from mark1.model.video_qa import VideoQAModel
@@ -148,13 +148,19 @@ def test_free_text_generation_returns_text(model: VideoQAModel, tiny) -> None:
 
 def test_device_map_parsing() -> None:
     cpu = torch.device("cpu")
-    assert parse_device_map("projector=cpu,llm=cpu") == {"projector": cpu, "llm": cpu, "encoder": cpu}
-    assert parse_device_map("encoder=cpu,projector=cpu,llm=cpu")["encoder"] == cpu
+    assert parse_device_map("projector=cpu,llm=cpu") == Placement(cpu, cpu, (cpu,))
+    assert parse_device_map("encoder=cpu,projector=cpu,llm=cpu").encoder == cpu
     from mark1.errors import ConfigError
 
     with pytest.raises(ConfigError, match="does not place llm"):
         parse_device_map("projector=cpu")
+    with pytest.raises(ConfigError, match="only the LLM can be spread, and only over GPUs"):
+        parse_device_map("projector=cpu,llm=cpu+cpu")
+    with pytest.raises(ConfigError, match="only the LLM can be spread"):
+        parse_device_map("projector=cuda:0+cuda:1,llm=cpu")
     if not torch.cuda.is_available():
-        assert parse_device_map("auto")["llm"] == torch.device("cpu")
+        assert parse_device_map("auto").llm == (cpu,)
         with pytest.raises(ConfigError, match="does not have"):
             parse_device_map("projector=cuda:0,llm=cuda:1")
+        with pytest.raises(ConfigError, match="does not have"):
+            parse_device_map("projector=cuda:0,llm=cuda:0+cuda:1")

@@ -233,7 +233,7 @@ def test_ctrl_c_in_train_says_how_to_resume_and_resume_works(trained, tmp_path: 
     command = [
         sys.executable, "-m", "mark1", "train", "--cache", str(trained.cache_dir),
         "--annotations", str(trained.data_dir / "train.json"), "--out", str(run_dir), "--config", "tiny",
-        "--llm", trained.config.llm, "--epochs", "50",
+        "--llm", trained.config.llm.name, "--epochs", "50",
     ]  # fmt: skip
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120

@@ -27,7 +27,7 @@ def test_a_run_writes_best_last_and_metrics(trained) -> None:
     for name in ("best", "last"):
         ckpt = trained.run_dir / name
         meta = json.loads((ckpt / "config.json").read_text())
-        assert meta["llm"] == trained.config.llm and meta["encoder"] == trained.config.encoder
+        assert meta["llm"] == trained.config.llm.name and meta["encoder"] == trained.config.encoder
         assert meta["cache"]["grid"] == [8, 4, 4, 64] and meta["prompt_format"]
         assert (
             ckpt / "projector.safetensors"

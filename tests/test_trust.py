@@ -311,7 +311,7 @@ def test_unmatched_questions_are_counted_and_listed_in_a_file(trained, tmp_path:
 
 def test_validate_reports_the_rows_the_token_caps_would_cut_or_refuse(trained, cli, tmp_path: Path) -> None:
     path = _long_question_file(trained, tmp_path, 10_000)
-    result = cli("validate", path, "--llm", trained.config.llm, "--config", "tiny")
+    result = cli("validate", path, "--llm", trained.config.llm.name, "--config", "tiny")
     assert result.code == 0 and "row 1 (id" in result.err and "will be cut to the token caps" in result.err
-    refused = cli("validate", path, "--llm", trained.config.llm, "--set", "prompt.max_prompt_tokens=300")
+    refused = cli("validate", path, "--llm", trained.config.llm.name, "--set", "prompt.max_prompt_tokens=300")
     assert refused.code == 1 and "prompt.max_prompt_tokens=300" in refused.err

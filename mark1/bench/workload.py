@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from transformers import Qwen3Config, Qwen3ForCausalLM, VJEPA2Config, VJEPA2Model
 
-from mark1.backbones import load_encoder, load_llm, load_tokenizer
+from mark1.backbones import load_encoder
 from mark1.config import CONFIG_DIR, Config, load_config
 from mark1.encoder import VideoEncoder
 from mark1.model.llm import FrozenLLM
@@ -60,11 +60,11 @@ def build_backbones(
         cfg = dataclasses.replace(cfg, projector=load_config("mark1-vjepa2-qwen3").projector)
         encoder_model = VJEPA2Model(VJEPA2Config.from_json_file(FULL_ENCODER)).to(device, dtype).eval()
         # Qwen3's vocabulary is larger than the byte tokenizer's: every byte id is valid in it.
-        llm_model = Qwen3ForCausalLM(Qwen3Config.from_json_file(FULL_LLM)).to(device)
-        llm = FrozenLLM(llm_model, build_tiny_tokenizer())
+        llm_model = Qwen3ForCausalLM(Qwen3Config.from_json_file(FULL_LLM)).to(device, dtype)
+        llm = FrozenLLM(llm_model, build_tiny_tokenizer(), cfg.llm.gradient_checkpointing)
     else:
         encoder_model = load_encoder(cfg.encoder, device, dtype)
-        llm = FrozenLLM(load_llm(cfg.llm, device), load_tokenizer(cfg.llm))
+        llm = FrozenLLM.load(cfg.llm, (device,), cfg.allow_pickle_weights)
     encoder = VideoEncoder(encoder_model, cfg.video.num_frames, cfg.video.pool, name=f"bench-{size}")
     projector = Projector(cfg.projector, encoder.grid[-1], llm.hidden_size)
     return cfg, encoder, VideoQAModel(llm, projector, device)

@@ -138,8 +138,8 @@ def validate(
         from mark1.backbones import load_tokenizer
         from mark1.data import budget_issues
 
-        cfg = settings(config, set_, flags={"llm": llm})
-        tokenizer = load_tokenizer(cfg.llm)
+        cfg = settings(config, set_, flags={"llm.name": llm})
+        tokenizer = load_tokenizer(cfg.llm.name)
         issues += budget_issues(records, tokenizer, cfg.projector.num_visual_queries, cfg.prompt)
     for issue in issues:
         colour = "red" if issue.level == "error" else "yellow"

@@ -22,6 +22,7 @@ from mark1.config import Config
 from mark1.devices import parse_device_map
 from mark1.errors import CacheError, CheckpointError
 from mark1.files import fsync_dir, fsync_tree
+from mark1.model.llm import FrozenLLM
 from mark1.model.projector import Projector
 from mark1.model.video_qa import VideoQAModel
 from mark1.prompt import PROMPT_FORMAT
@@ -33,27 +34,30 @@ META_FILE, STATE_FILE = "config.json", "training_state.pt"
 
 def save_checkpoint(
     directory: Path,
-    projector: Projector,
+    model: VideoQAModel,
     cfg: Config,
     spec: CacheSpec,
     state: dict[str, Any] | None = None,
     metrics: dict[str, Any] | None = None,
 ) -> None:
-    """Write projector weights, config.json (backbones, cache fingerprint, prompt format) and training state."""
+    """Write projector weights, config.json (backbones, the LLM's fingerprint, cache fingerprint, prompt format
+    and template) and training state."""
     tmp = directory.with_name(directory.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
+    cfg = dataclasses.replace(cfg, prompt=model.budget)  # the template resolved: answering uses the same
     meta = {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
         "encoder": cfg.encoder,
-        "llm": cfg.llm,
+        "llm": cfg.llm.name,
+        "llm_fingerprint": model.llm.fingerprint,
         "prompt_format": PROMPT_FORMAT,
         "cache": dataclasses.asdict(spec),
         "config": cfg.to_dict(),
         "metrics": metrics or {},
     }
     try:
-        projector.save(tmp)
+        model.projector.save(tmp)
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False))
         if state is not None:
             torch.save(state, tmp / STATE_FILE)
@@ -80,6 +84,7 @@ class Checkpoint:
     path: Path  # the directory read: runs/NAME/last, or last.old after a swap that was cut short
     config: Config
     cache_spec: CacheSpec  # the features the projector was trained on
+    llm_fingerprint: str | None  # of the LLM it was trained through (None: a checkpoint from before they were kept)
 
     @classmethod
     def open(cls, directory: Path | str) -> Checkpoint:
@@ -105,7 +110,7 @@ class Checkpoint:
         except (KeyError, TypeError) as err:
             raise CheckpointError(f"{meta_path} is damaged (cache spec: {err})") from err
         config = Config.from_dict(meta.get("config", {}), source=str(meta_path))
-        return cls(path, config, spec)
+        return cls(path, config, spec, meta.get("llm_fingerprint"))
 
     def check_cache(self, spec: CacheSpec) -> None:
         """A checkpoint works only on features of the encoder and sampling it was trained on."""
@@ -113,6 +118,15 @@ class Checkpoint:
             spec.check_compatible(self.cache_spec, self.path)
         except CacheError as err:
             raise CheckpointError(f"checkpoint {self.path} does not fit these features: {err}") from err
+
+    def check_llm(self, llm: FrozenLLM) -> None:
+        """Soft tokens mean something only to the LLM they were trained into."""
+        if self.llm_fingerprint is not None and llm.fingerprint != self.llm_fingerprint:
+            raise CheckpointError(
+                f"checkpoint {self.path} was trained with LLM {self.config.llm.name!r}, not with "
+                f"{llm.model.config.name_or_path!r} (their weights or tokenizers differ); pass --llm with the "
+                "one it was trained with"
+            )
 
     def projector(self) -> Projector:
         return Projector.load(self.path)
@@ -133,9 +147,11 @@ class Checkpoint:
         """The trained projector + the LLM its config names (or `cfg`'s), placed by `answer.device_map`,
         once `spec` (a cache's or an encoder's) is checked to give the features it was trained on."""
         self.check_cache(spec)
-        # The token caps are the checkpoint's whatever `cfg` says: answering cuts text as training did.
+        # The prompt settings are the checkpoint's whatever `cfg` says: answering builds prompts as training did.
         cfg = dataclasses.replace(cfg or self.config, prompt=self.config.prompt)
-        return VideoQAModel.load(cfg, parse_device_map(cfg.answer.device_map), self.projector())
+        model = VideoQAModel.load(cfg, parse_device_map(cfg.answer.device_map), self.projector())
+        self.check_llm(model.llm)
+        return model
 
 
 def _resolve(directory: Path) -> Path:

@@ -1,36 +1,87 @@
-"""The frozen LLM: its tokenizer, the LLaVA-style splice of soft tokens into a prompt, choice scoring with the
-prompt's KV cache, and KV-cached generation. Never trained: eval mode, no weight gradients."""
+"""The frozen LLM (any Hugging Face causal LM): its tokenizer, the LLaVA-style splice of soft tokens into a
+prompt, choice scoring with the prompt's KV cache, and KV-cached generation. Never trained: eval mode, no
+weight gradients; fp16, int8 or nf4 weights, on one device or spread over several."""
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
+import logging
 import warnings
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from mark1.backbones import load_llm, load_tokenizer
-from mark1.errors import ConfigError
-from mark1.prompt import VIDEO_TOKEN, encode_text
+from mark1.config import LLMConfig
+from mark1.prompt import VIDEO_TOKEN, encode_text, prepare_tokenizer
 
 
 class FrozenLLM:
     """A causal LM + its tokenizer; gradients flow through it to the soft tokens, never into its weights."""
 
-    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    def __init__(
+        self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, gradient_checkpointing: bool = False
+    ) -> None:
         self.model = model.eval().requires_grad_(False)
-        self.tokenizer = tokenizer
-        self.video_token_id = tokenizer.convert_tokens_to_ids(VIDEO_TOKEN)
-        if self.video_token_id is None or self.video_token_id == tokenizer.unk_token_id:
-            raise ConfigError(f"the LLM's tokenizer has no {VIDEO_TOKEN} token for the video placeholder")
+        self.tokenizer = prepare_tokenizer(tokenizer)
+        self.video_token_id = self.tokenizer.convert_tokens_to_ids(VIDEO_TOKEN)
+        self.checkpointed: list[torch.nn.Module] = []  # decoder layers recomputed in backward
+        if gradient_checkpointing:
+            with warnings.catch_warnings():  # renamed activation_checkpointing_enable in newer transformers
+                warnings.simplefilter("ignore", FutureWarning)
+                self.model.gradient_checkpointing_enable(
+                    gradient_checkpointing_kwargs={"use_reentrant": False}
+                )
+            self.checkpointed = [
+                m for m in self.model.modules() if getattr(m, "gradient_checkpointing", False)
+            ]
 
     @classmethod
-    def load(cls, name: str, device: torch.device, allow_pickle: bool = False) -> FrozenLLM:
-        return cls(load_llm(name, device, allow_pickle=allow_pickle), load_tokenizer(name))
+    def load(cls, cfg: LLMConfig, devices: tuple[torch.device, ...], allow_pickle: bool = False) -> FrozenLLM:
+        if cfg.quantization == "int8":  # on the CPU (fp32 inputs) bitsandbytes says so on every matmul
+            logging.getLogger("bitsandbytes.autograd._functions").setLevel(logging.ERROR)
+        model = load_llm(cfg.name, devices, cfg.quantization, allow_pickle, cfg.max_memory_gb)
+        return cls(model, load_tokenizer(cfg.name), cfg.gradient_checkpointing)
+
+    @contextmanager
+    def _recompute_in_backward(self) -> Iterator[None]:
+        """Gradient checkpointing for one forward that needs gradients.
+
+        Transformers checkpoints a layer only while it is in training mode; only the layers' own flag is
+        set, not their children's, so dropout stays off and the LLM computes as in eval mode. Outside this
+        (answering, no gradients) the layers keep their KV cache.
+        """
+        on = bool(self.checkpointed) and torch.is_grad_enabled()
+        for layer in self.checkpointed if on else ():
+            layer.training = True
+        try:
+            yield
+        finally:
+            for layer in self.checkpointed if on else ():
+                layer.training = False
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        """Where the prompt goes in: the device of the embedding table (the first layers)."""
+        return self.model.get_input_embeddings().weight.device
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """A short hash of the architecture, the tokenizer and a sample of the (never quantized) embedding
+        table: tells two LLMs apart, whatever precision either was loaded in."""
+        config = self.model.config
+        digest = hashlib.sha256()
+        shape = ("model_type", "hidden_size", "num_hidden_layers", "vocab_size")
+        digest.update(json.dumps([getattr(config, key, None) for key in shape]).encode())
+        digest.update(json.dumps([len(self.tokenizer), self.tokenizer.eos_token_id]).encode())
+        table = self.model.get_input_embeddings().weight.detach()
+        rows = table[:: max(1, len(table) // 64), :64]  # fp16 first, so fp32 and fp16 loads agree
+        digest.update(rows.to("cpu", torch.float16).numpy().tobytes())
+        return digest.hexdigest()[:16]
 
     @property
     def hidden_size(self) -> int:
@@ -53,7 +104,8 @@ class FrozenLLM:
             return self.model.get_input_embeddings()(ids.to(self.device, non_blocking=True))
 
     def embed_prompt(self, input_ids: torch.Tensor, soft_tokens: torch.Tensor) -> torch.Tensor:
-        """LLaVA-style splice: the soft tokens replace the embeddings of the VIDEO_TOKEN placeholders."""
+        """LLaVA-style splice: the soft tokens replace the embeddings of the VIDEO_TOKEN placeholders (whose
+        own id is never looked up: it may be one the tokenizer added, past the embedding table)."""
         placeholders = input_ids == self.video_token_id  # checked where the ids are (the CPU): no GPU sync
         per_row = placeholders.sum(dim=1)
         if not torch.all(per_row == soft_tokens.shape[1]):
@@ -61,9 +113,16 @@ class FrozenLLM:
                 f"prompt has {per_row.tolist()} video placeholders, projector gives "
                 f"{soft_tokens.shape[1]} soft tokens per row"
             )
-        embeds = self.embed_tokens(input_ids)
+        embeds = self.embed_tokens(input_ids.masked_fill(placeholders, self.pad_id))
         soft = soft_tokens.to(self.device, embeds.dtype)
         return embeds.masked_scatter(placeholders.to(self.device).unsqueeze(-1), soft)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """fp32 next-token logits of final hidden states, as the model's own head gives them (with Gemma 2's
+        soft cap)."""
+        logits = self.model.get_output_embeddings()(hidden).float()
+        cap = getattr(self.model.config, "final_logit_softcapping", None)
+        return torch.tanh(logits / cap) * cap if cap else logits
 
     def answer_logits(
         self, embeds: torch.Tensor, attention_mask: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor
@@ -71,12 +130,16 @@ class FrozenLLM:
         """Logits (N, V) of the next token at positions (rows, cols) only: the loss needs the answer
         positions, not the whole vocabulary x sequence."""
         dev = self.device
-        with self.autocast():
+        with self.autocast(), self._recompute_in_backward():
             hidden = self.model.get_decoder()(
-                inputs_embeds=embeds, attention_mask=attention_mask.to(dev, non_blocking=True)
+                inputs_embeds=embeds,
+                attention_mask=attention_mask.to(dev, non_blocking=True),
+                use_cache=False,
             ).last_hidden_state
-            picked = hidden[rows.to(dev, non_blocking=True), cols.to(dev, non_blocking=True)]
-            return self.model.get_output_embeddings()(picked).float()
+            picked = hidden[
+                rows.to(hidden.device, non_blocking=True), cols.to(hidden.device, non_blocking=True)
+            ]
+            return self.logits(picked).to(dev)
 
     def choice_logprobs(
         self, prompt: torch.Tensor, choices: list[list[int]], reuse_prompt: bool = True
@@ -105,7 +168,7 @@ class FrozenLLM:
             else:
                 embeds = torch.cat([prompt.expand(n, -1, -1), self.model.get_input_embeddings()(ids)], dim=1)
                 hidden = decoder(inputs_embeds=embeds).last_hidden_state[:, prompt.shape[1] - 1 : -1]
-            logits = self.model.get_output_embeddings()(hidden).float()  # (n, Lc, V)
+            logits = self.logits(hidden).to(self.device)  # (n, Lc, V)
         token_logprobs = logits.log_softmax(-1).gather(-1, ids.unsqueeze(-1)).squeeze(-1)
         return (token_logprobs * valid).sum(dim=1)
 

@@ -46,7 +46,7 @@ class Mark1:
         `answer.device_map` (two GPUs: encoder and projector on cuda:0, the LLM on cuda:1)."""
         ckpt = Checkpoint.open(checkpoint)
         cfg = cfg or ckpt.config
-        encoder = VideoEncoder.load(cfg, parse_device_map(cfg.answer.device_map)["encoder"])
+        encoder = VideoEncoder.load(cfg, parse_device_map(cfg.answer.device_map).encoder)
         spec = CacheSpec.for_encoder(encoder.describe())
         backend, trained_on = resolve_backend(cfg.answer.decode_backend), ckpt.cache_spec.decode_backend
         if trained_on not in ("unknown", backend):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -10,10 +11,11 @@ from transformers import PreTrainedTokenizerBase
 
 from mark1.config import Config, PromptConfig
 from mark1.data import IGNORE, Batch
+from mark1.devices import Placement
 from mark1.errors import ConfigError
 from mark1.model.llm import FrozenLLM
 from mark1.model.projector import Projector, ProjectorOutput
-from mark1.prompt import FittedText, answer_text, encode_prompt, fit_text, question_text
+from mark1.prompt import FittedText, answer_ids, encode_prompt, fit_text, question_text, resolve_template
 
 
 @dataclass
@@ -51,7 +53,10 @@ class VideoQAModel(torch.nn.Module):
             )
         self.llm = llm
         self.projector = projector.to(projector_device or llm.device)
-        self.budget = budget or PromptConfig()  # the checkpoint's caps: answering cuts text as training did
+        # The checkpoint's caps and template: answering builds the prompt as training did. `auto` is resolved
+        # here, so a checkpoint records the template it was trained with.
+        budget = budget or PromptConfig()
+        self.budget = dataclasses.replace(budget, template=resolve_template(llm.tokenizer, budget.template))
         context = getattr(llm.model.config, "max_position_embeddings", None)
         if context is not None and self.budget.max_prompt_tokens > context:
             raise ConfigError(
@@ -63,14 +68,15 @@ class VideoQAModel(torch.nn.Module):
     def load(
         cls,
         cfg: Config,
-        placement: dict[str, torch.device],
+        placement: Placement,
         projector: Projector | None = None,
         video_dim: int = 0,
     ) -> VideoQAModel:
-        """The LLM `cfg` names on `placement["llm"]` + the given projector, or a fresh one for `video_dim`."""
-        llm = FrozenLLM.load(cfg.llm, placement["llm"], cfg.allow_pickle_weights)
+        """The LLM `cfg` names, placed as `placement.llm` says + the given projector, or a fresh one for
+        `video_dim`."""
+        llm = FrozenLLM.load(cfg.llm, placement.llm, cfg.allow_pickle_weights)
         projector = projector or Projector(cfg.projector, video_dim, llm.hidden_size)
-        return cls(llm, projector, placement["projector"], cfg.prompt)
+        return cls(llm, projector, placement.projector, cfg.prompt)
 
     @property
     def tokenizer(self) -> PreTrainedTokenizerBase:
@@ -146,7 +152,7 @@ class VideoQAModel(torch.nn.Module):
         """
         text = fit_text(self.tokenizer, question, choices, self.budget)
         out, prompt = self._prompt(features, text, where)
-        answers = [self.llm.encode_text(answer_text(self.tokenizer, c)) for c in text.choices]
+        answers = [answer_ids(self.tokenizer, c) for c in text.choices]
         probs = torch.softmax(self.llm.choice_logprobs(prompt, answers, reuse_prompt), dim=0)
         saliency = torch.sigmoid(out.saliency_logits[0]).tolist()
         return Answer(int(probs.argmax()), probs.tolist(), saliency, text.truncated)

@@ -140,6 +140,8 @@ def setup(
         model = VideoQAModel.load(cfg, parse_device_map(tc.device_map), projector, cache.spec.grid[-1])
     elif projector is not None:
         model.projector.load_state_dict(projector.state_dict())
+    if last is not None:
+        last.check_llm(model.llm)
     model.projector.check_grid(cache.spec.grid, f"cache {cache.path}")
     issues = budget_issues(val_records, model.tokenizer, model.num_video_tokens, model.budget)
     if errors := [i for i in issues if i.level == "error"]:  # now, not when the first validation comes
@@ -296,7 +298,7 @@ def save(run: Run, directory: Path, metrics: dict | None = None) -> None:
     if run.rank > 0:
         return
     state = {**run.opt.state_dict(), "rng": rng_state(), "progress": dataclasses.asdict(run.progress)}
-    save_checkpoint(directory, run.model.projector, run.cfg, run.cache.spec, state, metrics)
+    save_checkpoint(directory, run.model, run.cfg, run.cache.spec, state, metrics)
 
 
 def _keep_best(run: Run, metrics: dict, always: bool = False) -> None:

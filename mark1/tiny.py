@@ -1,6 +1,6 @@
 """Tiny random-weight backbones in Hugging Face format for the demo, the tests and CPU benchmarks.
 
-Real `VJEPA2Config` and causal-LM architectures (Qwen3, Qwen2, Llama, Mistral, Gemma 2) at toy size and
+Real `VJEPA2Config` and causal-LM architectures (Qwen3, Qwen2, Llama, Mistral, Gemma 2 and 3) at toy size and
 byte-level tokenizers with each family's special tokens and chat template (or none), so the same
 `from_pretrained` path runs as for the real models. The sizes live here only.
 """
@@ -19,6 +19,7 @@ import torch
 from transformers import (
     AutoModelForCausalLM,
     Gemma2Config,
+    Gemma3TextConfig,
     LlamaConfig,
     MistralConfig,
     PretrainedConfig,
@@ -117,6 +118,7 @@ TINY_LLMS: dict[str, tuple[type[PretrainedConfig], str]] = {
     "llama3": (LlamaConfig, "llama3"),
     "mistral": (MistralConfig, "mistral"),
     "gemma2": (Gemma2Config, "gemma"),  # eager attention and a logit soft cap: the odd one out
+    "gemma3": (Gemma3TextConfig, "gemma"),  # embeddings scaled inside the embedding layer
 }
 
 

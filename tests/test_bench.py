@@ -45,7 +45,7 @@ def test_decode_bench_reports_each_resolution_backend_and_the_ratios(tmp_path) -
 def test_largest_batch_follows_the_memory_line() -> None:
     from mark1.bench.measure import largest_batch
 
-    # 3 GiB fixed + 0.5 GiB a sample: 24 samples fit in 15 GiB, 25 do not
+    # 3 GB fixed + 0.5 GB a sample: 24 samples fit in 15 GB, 25 do not
     assert largest_batch({4: 5.0, 8: 7.0}, 15.0) == 24
     assert largest_batch({8: 7.0, 4: 5.0}, 4.0) == 2
     assert largest_batch({4: 5.0, 8: 7.0}, 2.0) == 0
@@ -60,7 +60,7 @@ def test_a_stage_out_of_gpu_memory_is_reported_and_the_run_stops(tiny, monkeypat
         raise torch.cuda.OutOfMemoryError("CUDA out of memory")
 
     monkeypatch.setattr(bench, "bench_cache", out_of_memory)
-    result = bench.run_bench(("cache", "answer"), tiny.config(), "tiny", "cpu", memory_gib=15.0)
+    result = bench.run_bench(("cache", "answer"), tiny.config(), "tiny", "cpu", memory_gb=15.0)
     assert [(r["stage"], r["value"]) for r in result.rows] == [("cache", 15.0)]
     assert "out of GPU memory" in result.rows[0]["figure"]
 

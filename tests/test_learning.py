@@ -37,3 +37,25 @@ def test_binding_family_is_measured(tiny, tmp_path: Path) -> None:
     metrics = _run(tiny, tmp_path, 120, "binding")
     print("binding family:", metrics)
     assert metrics["hit@1_1s"] >= 0.80  # where the sign is does not depend on the choice order
+
+
+@pytest.mark.slow
+def test_visual_family_reaches_the_bar_through_a_tiny_llama(tiny, tmp_path: Path) -> None:
+    """A Llama-2-style LLM whose tokenizer has neither a placeholder nor a chat template, warmed up as the
+    tiny Qwen3 is: the same bar."""
+    from mark1.tiny import write_tiny_llm
+
+    llama = write_tiny_llm(tmp_path / "llms", "llama", tiny.sizes)
+    metrics = _run(tiny, tmp_path / "run", 120, "visual", f"llm={llama}")
+    print("visual family, tiny llama:", metrics)
+    assert metrics["accuracy"] >= 0.90
+    assert metrics["hit@1_1s"] >= 0.80
+
+
+@pytest.mark.slow
+def test_visual_family_reaches_the_bar_through_a_4_bit_llm(tiny, tmp_path: Path) -> None:
+    pytest.importorskip("bitsandbytes")
+    metrics = _run(tiny, tmp_path, 120, "visual", "llm.quantization=nf4")
+    print("visual family, tiny Qwen3 in nf4:", metrics)
+    assert metrics["accuracy"] >= 0.90
+    assert metrics["hit@1_1s"] >= 0.80

@@ -57,8 +57,8 @@ def add_peak(result: BenchResult, stage: str, device: torch.device, what: str = 
     """Peak memory allocated since the last reset (CUDA only: torch does not track CPU allocations)."""
     if device.type != "cuda":
         return 0.0
-    peak = torch.cuda.max_memory_allocated(device) / 2**30
-    result.add(stage, what, peak, "GiB")
+    peak = torch.cuda.max_memory_allocated(device) / 1e9
+    result.add(stage, what, peak, "GB")
     return peak
 
 

@@ -15,7 +15,7 @@ from mark1.bench.infer import bench_infer
 from mark1.bench.measure import BenchResult, machine_name
 from mark1.bench.precision import bench_precision
 from mark1.bench.train import bench_train
-from mark1.bench.workload import BENCH_CLIP, INFER_CLIP, build_backbones
+from mark1.bench.workload import BENCH_CLIP, FULL_LLM, INFER_CLIP, build_backbones
 from mark1.config import Config, with_flags
 from mark1.devices import pick_device
 
@@ -26,10 +26,11 @@ def run_bench(
     size: str = "tiny",
     device: str = "auto",
     num_clips: int = 8,
-    memory_gib: float | None = None,
+    memory_gb: float | None = None,
     clip: tuple[int, int, float] | None = None,
+    full_llm: str = FULL_LLM,
 ) -> BenchResult:
-    """Run the asked stages; extract runs whenever train needs its cache. `memory_gib` caps this process's
+    """Run the asked stages; extract runs whenever train needs its cache. `memory_gb` caps this process's
     GPU memory (15 emulates a 16 GB T4): a stage that does not fit is reported, and the run stops there.
     `clip` (width, height, seconds) replaces the written clips' real sizes (720p; 1440p for infer)."""
     dev = pick_device(device)
@@ -42,9 +43,9 @@ def run_bench(
         },
     )
     result = BenchResult(machine_name(dev), size)
-    if memory_gib is not None and dev.type == "cuda":
-        total = torch.cuda.get_device_properties(dev).total_memory / 2**30
-        torch.cuda.set_per_process_memory_fraction(min(1.0, memory_gib / total), dev)
+    if memory_gb is not None and dev.type == "cuda":
+        total = torch.cuda.get_device_properties(dev).total_memory / 1e9
+        torch.cuda.set_per_process_memory_fraction(min(1.0, memory_gb / total), dev)
     stage = "decode"
     try:
         with tempfile.TemporaryDirectory(prefix="mark1-bench-") as tmp:
@@ -54,7 +55,7 @@ def run_bench(
             if stages == ("decode",):
                 return result
             stage = "load"
-            cfg, encoder, model = build_backbones(cfg, size, dev)
+            cfg, encoder, model = build_backbones(cfg, size, dev, full_llm)
             if {"extract", "train"} & set(stages):
                 stage = "extract"
                 cache_dir = bench_extract(result, cfg, encoder, work, num_clips, clip or BENCH_CLIP)
@@ -62,7 +63,7 @@ def run_bench(
                 "precision": lambda: bench_precision(result, encoder, work, clip or BENCH_CLIP),
                 "cache": lambda: bench_cache(result, encoder.describe(), work),
                 "train": lambda: bench_train(
-                    result, cfg, encoder, model, cache_dir, work / "videos", memory_gib
+                    result, cfg, encoder, model, cache_dir, work / "videos", memory_gb
                 ),
                 "answer": lambda: bench_answer(result, model, encoder.grid),
                 "infer": lambda: bench_infer(result, cfg, encoder, model, work, clip or INFER_CLIP),
@@ -71,8 +72,8 @@ def run_bench(
                 if stage in stages:
                     run()
     except torch.cuda.OutOfMemoryError:
-        budget = memory_gib or torch.cuda.get_device_properties(dev).total_memory / 2**30
-        result.add(stage, "out of GPU memory within this budget: the run stopped here", budget, "GiB")
+        budget = memory_gb or torch.cuda.get_device_properties(dev).total_memory / 1e9
+        result.add(stage, "out of GPU memory within this budget: the run stopped here", budget, "GB")
         stages = (*stages, stage)
     result.rows = [r for r in result.rows if r["stage"] in stages]
     return result

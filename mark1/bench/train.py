@@ -46,7 +46,7 @@ def bench_train(
     model: VideoQAModel,
     cache_dir: Path,
     videos: Path,
-    memory_gib: float | None = None,
+    memory_gb: float | None = None,
 ) -> None:
     """`mark1 train`'s own step (`train_step`, the config's loss weights), cached and end to end."""
     tc = dataclasses.replace(cfg.train, grad_accum=1)
@@ -95,8 +95,8 @@ def bench_train(
         peaks[2 * tc.batch_size] = add_peak(
             result, "train", device, f"peak GPU memory, batch {2 * tc.batch_size}"
         )
-        budget = memory_gib or torch.cuda.get_device_properties(device).total_memory / 2**30
-        result.add("train", f"largest batch within {budget:.1f} GiB", largest_batch(peaks, budget), "samples")
+        budget = memory_gb or torch.cuda.get_device_properties(device).total_memory / 1e9
+        result.add("train", f"largest batch within {budget:.1f} GB", largest_batch(peaks, budget), "samples")
         finite = fp16_steps(model, batch_of, cfg)
         result.add("train", "fp16 steps with a finite loss", finite, "of 200")
     model.train(False)

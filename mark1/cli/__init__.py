@@ -31,6 +31,7 @@ app.command("eval")(model.eval_)
 app.command()(model.predict)
 app.command()(model.infer)
 app.command()(tools.bench)
+app.command()(tools.plan)
 app.command()(tools.demo)
 
 

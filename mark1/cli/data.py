@@ -156,11 +156,22 @@ def validate(
 
 def tiny_backbones(
     out_dir: Annotated[
-        Path | None, typer.Option("--out", help="Directory for vjepa2-tiny/ and qwen3-tiny/.")
+        Path | None, typer.Option("--out", help="Directory for vjepa2-tiny/, qwen3-tiny/ and FAMILY-tiny/.")
+    ] = None,
+    family: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--family",
+            help="Also a tiny LLM of this family: qwen2, llama (no chat template, no placeholder), llama3, "
+            "mistral, gemma2, gemma3; repeatable.",
+        ),
     ] = None,
 ) -> None:
-    """Write tiny random-weight V-JEPA2 and Qwen3 models (with tokenizer) in Hugging Face format, seeded."""
-    from mark1.tiny import write_tiny_backbones
+    """Write tiny random-weight V-JEPA2 and Qwen3 models (with tokenizer) in Hugging Face format, seeded; with
+    --family, tiny LLMs of other families beside them."""
+    from mark1.tiny import write_tiny_backbones, write_tiny_llm
 
-    encoder_dir, llm_dir = write_tiny_backbones(out_dir or mark1_home() / "tiny")
-    console.print(f"[green]wrote[/] {encoder_dir} and {llm_dir}")
+    out_dir = out_dir or mark1_home() / "tiny"
+    written = list(write_tiny_backbones(out_dir))
+    written += [write_tiny_llm(out_dir, name) for name in family or []]
+    console.print(f"[green]wrote[/] {', '.join(map(str, written))}")

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from mark1.backbones import load_llm, load_tokenizer
 from mark1.config import LLMConfig
@@ -73,7 +73,7 @@ class FrozenLLM:
     def fingerprint(self) -> str:
         """A short hash of the architecture, the tokenizer and a sample of the (never quantized) embedding
         table: tells two LLMs apart, whatever precision either was loaded in."""
-        config = self.model.config
+        config = self.config
         digest = hashlib.sha256()
         shape = ("model_type", "hidden_size", "num_hidden_layers", "vocab_size")
         digest.update(json.dumps([getattr(config, key, None) for key in shape]).encode())
@@ -84,8 +84,13 @@ class FrozenLLM:
         return digest.hexdigest()[:16]
 
     @property
+    def config(self) -> PretrainedConfig:
+        """The language model's config (a multimodal checkpoint such as Gemma 3 4B nests it)."""
+        return self.model.config.get_text_config()
+
+    @property
     def hidden_size(self) -> int:
-        return self.model.config.hidden_size
+        return self.config.hidden_size
 
     @property
     def pad_id(self) -> int:
@@ -121,7 +126,7 @@ class FrozenLLM:
         """fp32 next-token logits of final hidden states, as the model's own head gives them (with Gemma 2's
         soft cap)."""
         logits = self.model.get_output_embeddings()(hidden).float()
-        cap = getattr(self.model.config, "final_logit_softcapping", None)
+        cap = getattr(self.config, "final_logit_softcapping", None)
         return torch.tanh(logits / cap) * cap if cap else logits
 
     def answer_logits(

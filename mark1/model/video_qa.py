@@ -57,7 +57,7 @@ class VideoQAModel(torch.nn.Module):
         # here, so a checkpoint records the template it was trained with.
         budget = budget or PromptConfig()
         self.budget = dataclasses.replace(budget, template=resolve_template(llm.tokenizer, budget.template))
-        context = getattr(llm.model.config, "max_position_embeddings", None)
+        context = getattr(llm.config, "max_position_embeddings", None)
         if context is not None and self.budget.max_prompt_tokens > context:
             raise ConfigError(
                 f"prompt.max_prompt_tokens={self.budget.max_prompt_tokens} is past the LLM's context of "

@@ -56,7 +56,9 @@ def test_set_overrides_parse_yaml_values() -> None:
 
 def test_flags_are_typed_and_checked_and_never_change_the_given_config() -> None:
     base = load_config("tiny")
-    cfg = with_flags(base, {"train.lr": 0.5, "train.epochs": None, "llm.name": "~/m", "answer.device_map": "cpu"})
+    cfg = with_flags(
+        base, {"train.lr": 0.5, "train.epochs": None, "llm.name": "~/m", "answer.device_map": "cpu"}
+    )
     assert cfg.train.lr == 0.5 and cfg.train.epochs == base.train.epochs  # None: not given
     assert cfg.llm.name == str(Path.home() / "m") and cfg.answer.device_map == "cpu"
     assert base.train.lr == 2e-3 and base.answer.device_map == "auto"

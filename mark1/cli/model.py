@@ -108,7 +108,9 @@ def eval_(
     """Score a checkpoint: accuracy (overall, by number of choices) and temporal grounding metrics."""
     from mark1.stages.evaluate import evaluate
 
-    cfg = settings(config, set_, checkpoint_config(checkpoint), {"llm.name": llm, "answer.device_map": device_map})
+    cfg = settings(
+        config, set_, checkpoint_config(checkpoint), {"llm.name": llm, "answer.device_map": device_map}
+    )
     with progress_bar("eval", unit="questions") as update:
         result = evaluate(checkpoint, cache, annotations, out, cfg=cfg, on_item=update)
     print_metrics(result.metrics, f"eval {annotations.name}")
@@ -129,7 +131,9 @@ def predict(
     """Answer every question of a file: submission.csv (id,answer letter) + predictions.jsonl."""
     from mark1.stages.evaluate import predict as run_predict
 
-    cfg = settings(config, set_, checkpoint_config(checkpoint), {"llm.name": llm, "answer.device_map": device_map})
+    cfg = settings(
+        config, set_, checkpoint_config(checkpoint), {"llm.name": llm, "answer.device_map": device_map}
+    )
     with progress_bar("predict", unit="questions") as update:
         result = run_predict(checkpoint, cache, annotations, out, cfg=cfg, on_item=update)
     console.print(

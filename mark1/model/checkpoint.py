@@ -84,7 +84,9 @@ class Checkpoint:
     path: Path  # the directory read: runs/NAME/last, or last.old after a swap that was cut short
     config: Config
     cache_spec: CacheSpec  # the features the projector was trained on
-    llm_fingerprint: str | None  # of the LLM it was trained through (None: a checkpoint from before they were kept)
+    llm_fingerprint: (
+        str | None
+    )  # of the LLM it was trained through (None: a checkpoint from before they were kept)
 
     @classmethod
     def open(cls, directory: Path | str) -> Checkpoint:

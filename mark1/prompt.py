@@ -119,10 +119,13 @@ def prompt_ids(
             tokenize=False,
             add_generation_prompt=True,
             enable_thinking=False,  # Qwen3: no thinking block; other templates ignore it
+            date_string="26 Jul 2024",  # Llama 3.x's system line: a fixed date, not today's, so prompts never drift
         )
     else:
         rendered = (tokenizer.bos_token or "") + PLAIN_USER + user + PLAIN_ASSISTANT
-    before, _, after = rendered.partition(_TEXT_SLOT)
+    before, slot, after = rendered.partition(_TEXT_SLOT)
+    if not slot:
+        raise ConfigError("the LLM's chat template drops the user's text; set prompt.template=plain")
     body = "\n".join([question, *choices, *([INSTRUCTION] if choices else [])])
     return (
         _encode_markup(tokenizer, before)

@@ -213,3 +213,11 @@ def test_quantization_without_bitsandbytes_is_one_line(tiny, monkeypatch: pytest
         FrozenLLM.load(LLMConfig(name=str(tiny.llm_dir), quantization="nf4"), CPU)
     with pytest.raises(ConfigError, match="llm.quantization must be one of none, int8, nf4"):
         LLMConfig(quantization="fp8")
+
+
+def test_a_chat_template_that_drops_the_question_is_refused() -> None:
+    tokenizer = prepare_tokenizer(build_tiny_tokenizer("qwen"))
+    tokenizer.chat_template = "{{ '<|im_start|>assistant\\n' }}"  # never renders the messages
+    with pytest.raises(ConfigError, match="drops the user's text; set prompt.template=plain"):
+        prompt_ids(tokenizer, "chat", "q?", ["A. a", "B. b"], 2)
+    assert prompt_ids(tokenizer, "plain", "q?", ["A. a", "B. b"], 2)  # the plain template still works

@@ -41,7 +41,7 @@ def _model_config(name: str, what: str) -> Any:
         )
     try:
         config = AutoConfig.from_pretrained(name, trust_remote_code=False)
-    except (OSError, ValueError) as err:
+    except Exception as err:  # a damaged or hostile config.json raises many kinds; all mean "not loadable"
         raise ConfigError(
             f"cannot load {what} {name!r}: {str(err).splitlines()[0]} "
             f"(offline? download it first or pass --{what} with a local directory)"
@@ -67,7 +67,8 @@ def _from_pretrained(
             attn_implementation=attn,
             **kwargs,
         )
-    except (SafetensorError, ValueError) as err:  # a damaged weights file; a model of another kind
+    # A damaged weights file, a model of another kind, sizes that cannot build a model (0 heads, ...).
+    except (SafetensorError, ValueError, TypeError, KeyError, ArithmeticError) as err:
         raise ConfigError(f"cannot load {what} {name!r}: {str(err).splitlines()[0][:300]}") from err
     except OSError as err:
         pickled = any(Path(name).glob("*.bin")) if Path(name).is_dir() else False

@@ -53,6 +53,10 @@ def parse_device_map(spec: str) -> Placement:
         name, sep, devices = part.partition("=")
         if not sep or name.strip() not in PARTS:
             raise ConfigError(f"device map {spec!r}: expected items like projector=cuda:0,llm=cuda:1")
+        if name.strip() in placement:
+            raise ConfigError(
+                f"device map {spec!r} places {name.strip()} twice; spread the LLM with llm=cuda:0+cuda:1"
+            )
         try:
             placement[name.strip()] = tuple(torch.device(d.strip()) for d in devices.split("+"))
         except RuntimeError as err:
@@ -72,6 +76,8 @@ def parse_device_map(spec: str) -> Placement:
 
 
 def _check_exists(device: torch.device, asked: str) -> None:
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"{asked!r} names {device}; Mark-1 runs on cpu or cuda:N")
     if device.type == "cuda" and (
         not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()
     ):

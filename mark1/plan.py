@@ -10,6 +10,7 @@ device at the real size. Figures are bytes; the CLI prints decimal GB (1e9 bytes
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -102,7 +103,8 @@ class LLMArch:
 
     @property
     def label(self) -> str:
-        return self.name.rstrip("/").rsplit("/", 1)[-1]
+        path = Path(self.name.rstrip("/"))
+        return path.parent.name if path.name == "config.json" and path.parent.name else path.name
 
 
 @dataclass(frozen=True)
@@ -239,7 +241,7 @@ def read_config(name: str) -> tuple[PretrainedConfig, Path]:
         )
     try:
         return CONFIG_MAPPING[data["model_type"]].from_dict(data), file
-    except (TypeError, ValueError, KeyError) as err:
+    except Exception as err:  # transformers' config checks raise several types for bad values
         raise ConfigError(f"{file} is not a valid {data['model_type']} config: {err}") from err
 
 
@@ -251,10 +253,16 @@ def read_llm(name: str) -> LLMArch:
     if model_class is None:
         raise ConfigError(f"{file}: a {config.model_type!r} model is not a causal language model")
     sdpa = bool(getattr(model_class, "_supports_sdpa", False))
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(
-            config, attn_implementation="sdpa" if sdpa else "eager", dtype=torch.float16
-        )
+    sizes = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size")
+    if not all(isinstance(getattr(config, k, None), int) and getattr(config, k) > 0 for k in sizes):
+        raise ConfigError(f"{file}: {', '.join(sizes)} must all be positive integers")
+    try:
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(
+                config, attn_implementation="sdpa" if sdpa else "eager", dtype=torch.float16
+            )
+    except Exception as err:  # sizes that do not make a model
+        raise ConfigError(f"{file}: cannot build a model from it ({str(err).splitlines()[0][:200]})") from err
     heads = config.num_attention_heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
     return LLMArch(
@@ -602,6 +610,10 @@ def make_plan(
     batches: tuple[int, ...] = BATCHES,
 ) -> Plan:
     """Every LLM at every precision, at each of `batches`, on `gpus` GPUs of `memory_gb` (decimal GB) each."""
+    if not quantizations:
+        raise ConfigError(f"no quantization to plan; give some of {', '.join(QUANTIZATIONS)}")
+    if not (math.isfinite(memory_gb) and memory_gb > 0):
+        raise ConfigError(f"--memory-gb must be a finite number > 0, got {memory_gb!r}")
     for q in quantizations:
         if q not in QUANTIZATIONS:
             raise ConfigError(f"quantization must be among {', '.join(QUANTIZATIONS)}, got {q!r}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import jinja2
 from tokenizers import AddedToken
 from transformers import PreTrainedTokenizerBase
 
@@ -32,7 +33,8 @@ def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizer
     replaces every placeholder's embedding before the LLM sees it and never looks the id up, so no frozen
     embedding is trained or changed. Adding is deterministic: every load gets the same id.
     """
-    if VIDEO_TOKEN not in tokenizer.get_vocab():
+    special = {t.content for t in tokenizer.added_tokens_decoder.values() if t.special}
+    if VIDEO_TOKEN not in special:  # absent, or a plain token that a question's text could produce
         tokenizer.add_tokens([AddedToken(VIDEO_TOKEN, special=True, normalized=False)], special_tokens=True)
     return tokenizer
 
@@ -43,8 +45,8 @@ def resolve_template(tokenizer: PreTrainedTokenizerBase, template: str) -> str:
         return "chat" if tokenizer.chat_template else "plain"
     if template == "chat" and not tokenizer.chat_template:
         raise ConfigError(
-            "prompt.template is chat but the LLM's tokenizer has no chat template; this checkpoint or config "
-            "was made with another tokenizer (or set prompt.template=plain)"
+            "prompt.template is chat but the LLM's tokenizer has no chat template: a checkpoint answers only "
+            "through the LLM it was trained with (--llm); for training, set prompt.template=plain or auto"
         )
     return template
 
@@ -114,24 +116,38 @@ def prompt_ids(
     video = VIDEO_TOKEN * num_video_tokens
     user = (VISION_START + video + VISION_END if framed else video) + _TEXT_SLOT
     if resolve_template(tokenizer, template) == "chat":
-        rendered = tokenizer.apply_chat_template(
-            [{"role": "user", "content": user}],
-            tokenize=False,
-            add_generation_prompt=True,
-            enable_thinking=False,  # Qwen3: no thinking block; other templates ignore it
-            date_string="26 Jul 2024",  # Llama 3.x's system line: a fixed date, not today's, so prompts never drift
-        )
+        rendered = _render_chat(tokenizer, user)
     else:
         rendered = (tokenizer.bos_token or "") + PLAIN_USER + user + PLAIN_ASSISTANT
-    before, slot, after = rendered.partition(_TEXT_SLOT)
-    if not slot:
-        raise ConfigError("the LLM's chat template drops the user's text; set prompt.template=plain")
+    before, _, after = rendered.partition(_TEXT_SLOT)
+    if rendered.count(_TEXT_SLOT) != 1 or (before + after).count(VIDEO_TOKEN) != num_video_tokens:
+        raise ConfigError(
+            "the LLM's chat template does not place the user's text once (it drops or repeats it); "
+            "use a tokenizer with a standard template, or train with prompt.template=plain"
+        )
     body = "\n".join([question, *choices, *([INSTRUCTION] if choices else [])])
     return (
         _encode_markup(tokenizer, before)
         + encode_text(tokenizer, "\n" + body)
         + _encode_markup(tokenizer, after)
     )
+
+
+def _render_chat(tokenizer: PreTrainedTokenizerBase, user: str) -> str:
+    """One user turn through the tokenizer's own chat template (a Jinja text that came with the model)."""
+    try:
+        return tokenizer.apply_chat_template(
+            [{"role": "user", "content": user}],
+            tokenize=False,
+            add_generation_prompt=True,
+            enable_thinking=False,  # Qwen3: no thinking block; other templates ignore it
+            date_string="26 Jul 2024",  # Llama 3.x's system line: a fixed date, not today's, so prompts never drift
+        )
+    except jinja2.TemplateError as err:  # a damaged template, or one that raises on a lone user turn
+        raise ConfigError(
+            f"the LLM's chat template fails ({str(err).splitlines()[0][:200]}); fix its chat_template, or train "
+            "with prompt.template=plain"
+        ) from err
 
 
 def answer_ids(tokenizer: PreTrainedTokenizerBase, choice: str) -> list[int]:

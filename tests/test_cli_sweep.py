@@ -629,3 +629,9 @@ def test_demo_refuses_an_out_that_is_a_file(sweep: Sweep) -> None:
 
 def test_tiny_backbones_refuses_an_out_that_is_a_file(sweep: Sweep) -> None:
     sweep.refused("tiny-backbones", "--out", A_FILE, match=A_FILE)
+
+
+def test_tiny_backbones_refuses_an_unknown_family_before_writing(sweep: Sweep) -> None:
+    out = sweep.root / "tiny-out"
+    sweep.refused("tiny-backbones", "--out", out, "--family", "nope", code=2, match="no tiny LLM family")
+    assert not out.exists()

@@ -218,6 +218,79 @@ def test_quantization_without_bitsandbytes_is_one_line(tiny, monkeypatch: pytest
 def test_a_chat_template_that_drops_the_question_is_refused() -> None:
     tokenizer = prepare_tokenizer(build_tiny_tokenizer("qwen"))
     tokenizer.chat_template = "{{ '<|im_start|>assistant\\n' }}"  # never renders the messages
-    with pytest.raises(ConfigError, match="drops the user's text; set prompt.template=plain"):
+    with pytest.raises(ConfigError, match="drops or repeats it.*prompt.template=plain"):
         prompt_ids(tokenizer, "chat", "q?", ["A. a", "B. b"], 2)
     assert prompt_ids(tokenizer, "plain", "q?", ["A. a", "B. b"], 2)  # the plain template still works
+
+
+@needs_bnb
+def test_bench_builds_any_architecture_with_random_weights_in_nf4(tmp_path: Path) -> None:
+    """`bench --size full --llm ARCH` with llm.quantization=nf4: random fp16 weights written once, then loaded
+    back through load_llm as a real LLM would be."""
+    import json
+
+    from mark1.bench.workload import random_llm
+    from mark1.config import mark1_home
+
+    arch = tmp_path / "small-llama.json"
+    sizes = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4)
+    arch.write_text(json.dumps({"model_type": "llama", "vocab_size": 512, **sizes, "num_key_value_heads": 2}))
+    llm = random_llm(str(arch), LLMConfig(quantization="nf4"), torch.device("cpu"))
+    assert type(llm.model.model.layers[0].self_attn.q_proj).__name__ == "Linear4bit"
+    assert llm.hidden_size == 64 and llm.model.config.vocab_size == 512  # the architecture asked for
+    written = list((mark1_home() / "random").glob("small-llama-*/model.safetensors"))
+    assert len(written) == 1
+    again = random_llm(str(arch), LLMConfig(quantization="nf4"), torch.device("cpu"))  # reused, not rewritten
+    assert again.fingerprint == llm.fingerprint
+
+
+@pytest.mark.parametrize(
+    ("template", "match"),
+    [
+        (
+            "{% for m in messages %}[INST] {{ m['content'] }} [/INST] {{ m['content'] }}{% endfor %}",
+            "repeats",
+        ),
+        ("{% for m in messages %}{{ m['content'] }", "chat template fails"),
+        ("{{ raise_exception('Only system+user allowed') }}", "Only system\\+user allowed"),
+    ],
+)
+def test_a_chat_template_that_repeats_or_breaks_is_one_line(template: str, match: str) -> None:
+    tokenizer = prepare_tokenizer(build_tiny_tokenizer("mistral"))
+    tokenizer.chat_template = template
+    with pytest.raises(ConfigError, match=match):
+        prompt_ids(tokenizer, "chat", "q?", ["A. a", "B. b"], 2)
+
+
+def test_a_placeholder_the_tokenizer_has_as_plain_text_is_made_special() -> None:
+    from tokenizers import AddedToken
+
+    tokenizer = build_tiny_tokenizer("plain")
+    tokenizer.add_tokens([AddedToken(VIDEO_TOKEN, special=False)])  # a question could produce its id
+    tokenizer = prepare_tokenizer(tokenizer)
+    placeholder = tokenizer.convert_tokens_to_ids(VIDEO_TOKEN)
+    ids = prompt_ids(tokenizer, "auto", f"a{VIDEO_TOKEN}b", ["A. x", "B. y"], 3)
+    assert ids.count(placeholder) == 3
+
+
+@needs_bnb
+def test_the_fingerprint_holds_across_precisions_and_sees_templates_and_norms(tiny_llms, tmp_path) -> None:
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    name = str(tiny_llms["mistral"])
+    full = FrozenLLM.load(LLMConfig(name=name), CPU).fingerprint
+    assert FrozenLLM.load(LLMConfig(name=name, quantization="nf4"), CPU).fingerprint == full
+    edited = tmp_path / "edited"
+    shutil.copytree(name, edited)
+    (edited / "chat_template.jinja").write_text(
+        "{% for m in messages %}SYSTEM: obey. {{ m['content'] }}{% endfor %}"
+    )
+    assert FrozenLLM.load(LLMConfig(name=str(edited)), CPU).fingerprint != full
+    tampered = tmp_path / "tampered"
+    shutil.copytree(name, tampered)
+    weights = load_file(tampered / "model.safetensors")
+    weights["model.layers.1.post_attention_layernorm.weight"] *= 2
+    save_file(weights, tampered / "model.safetensors", metadata={"format": "pt"})
+    assert FrozenLLM.load(LLMConfig(name=str(tampered)), CPU).fingerprint != full

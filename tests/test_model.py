@@ -164,3 +164,12 @@ def test_device_map_parsing() -> None:
             parse_device_map("projector=cuda:0,llm=cuda:1")
         with pytest.raises(ConfigError, match="does not have"):
             parse_device_map("projector=cuda:0,llm=cuda:0+cuda:1")
+
+
+def test_device_maps_place_each_part_once_on_a_real_device() -> None:
+    from mark1.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="places llm twice"):
+        parse_device_map("projector=cpu,llm=cpu,llm=cpu")
+    with pytest.raises(ConfigError, match="runs on cpu or cuda:N"):
+        parse_device_map("projector=cpu,llm=meta")

@@ -222,3 +222,23 @@ def test_plan_says_what_does_not_fit(cli) -> None:
     assert run.code == 1 and "no config for 'no-such-model'" in run.err
     run = cli("plan", "qwen3-0.6b", "--quantization", "fp8")
     assert run.code == 1 and "quantization" in run.err
+
+
+@pytest.mark.parametrize(
+    "sizes",
+    [{"num_attention_heads": 0}, {"num_hidden_layers": -2}, {"hidden_size": "64"}, {"hidden_size": 65}],
+)
+def test_a_malformed_llm_config_is_one_line_naming_it(tmp_path: Path, sizes: dict) -> None:
+    config = {"model_type": "llama", "vocab_size": 300, **SMALL, "num_hidden_layers": 2, **sizes}
+    (tmp_path / "small").mkdir()
+    (tmp_path / "small" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match="small/config.json"):
+        read_llm(str(tmp_path / "small"))
+
+
+def test_plan_refuses_budgets_and_precision_lists_that_mean_nothing(cli) -> None:
+    run = cli("plan", "qwen3-0.6b", "--memory-gb", "inf")
+    assert run.code == 1 and "--memory-gb must be a finite number" in run.err
+    run = cli("plan", "qwen3-0.6b", "--quantization", ",,")
+    assert run.code == 1 and "no quantization to plan" in run.err
+    assert cli("plan", "qwen3-0.6b", "--prompt-tokens", "0").code == 2

@@ -19,6 +19,7 @@ from torch.utils.flop_counter import FlopCounterMode
 class BenchResult:
     machine: str
     size: str
+    llm: str = ""  # the LLM measured: its architecture or directory, and its precision
     rows: list[dict[str, Any]] = field(default_factory=list)  # {"stage", "figure", "value", "unit"}
 
     def add(self, stage: str, figure: str, value: float, unit: str) -> None:

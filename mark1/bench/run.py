@@ -42,7 +42,8 @@ def run_bench(
             "train.device_map": f"projector={dev},llm={dev}",
         },
     )
-    result = BenchResult(machine_name(dev), size)
+    measured = full_llm if size == "full" else cfg.llm.name
+    result = BenchResult(machine_name(dev), size, f"{measured} ({cfg.llm.quantization})")
     if memory_gb is not None and dev.type == "cuda":
         total = torch.cuda.get_device_properties(dev).total_memory / 1e9
         torch.cuda.set_per_process_memory_fraction(min(1.0, memory_gb / total), dev)

@@ -12,11 +12,18 @@ import os
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, VJEPA2Config, VJEPA2Model
+from transformers import (
+    MODEL_FOR_CAUSAL_LM_MAPPING,
+    AutoModelForCausalLM,
+    PretrainedConfig,
+    VJEPA2Config,
+    VJEPA2Model,
+)
 
 from mark1.backbones import load_encoder
 from mark1.config import CONFIG_DIR, Config, LLMConfig, load_config, mark1_home
 from mark1.encoder import VideoEncoder
+from mark1.errors import ConfigError
 from mark1.model.llm import FrozenLLM
 from mark1.model.projector import Projector
 from mark1.model.video_qa import VideoQAModel
@@ -32,6 +39,20 @@ INFER_CLIP = (2560, 1440, 10.0)  # RoadBuddy's clips: 1440p, 30 fps, 5-14 s
 FULL_ENCODER, FULL_LLM = CONFIG_DIR / "models" / "vjepa2-vitg-fpc64-256.json", "qwen3-0.6b"
 
 
+def read_llm_config(architecture: str) -> tuple[PretrainedConfig, Path]:
+    """The causal LM config `architecture` names (as `mark1 plan` reads it), checked before any work."""
+    from mark1.plan import read_config
+
+    config, file = read_config(architecture)
+    if type(config) not in MODEL_FOR_CAUSAL_LM_MAPPING:
+        raise ConfigError(f"{file}: a {config.model_type!r} model is not a causal language model")
+    if config.get_text_config().vocab_size < len(build_tiny_tokenizer()):
+        raise ConfigError(
+            f"{file}: its vocabulary is smaller than the benchmark's byte tokenizer (264 tokens)"
+        )
+    return config, file
+
+
 def random_llm(architecture: str, llm: LLMConfig, device: torch.device) -> FrozenLLM:
     """A frozen LLM of a real architecture (a shipped name such as qwen3-8b, a hub id or a config.json; see
     `mark1 plan`) with random weights and the byte tokenizer, whose ids are valid in any real vocabulary.
@@ -39,13 +60,12 @@ def random_llm(architecture: str, llm: LLMConfig, device: torch.device) -> Froze
     Quantized weights come only from `from_pretrained`, so for int8/nf4 the random fp16 weights are written
     once under $MARK1_HOME/random/ and loaded back through `load_llm`: the path a real LLM takes.
     """
-    from mark1.plan import read_config
-
-    config, file = read_config(architecture)
+    config, file = read_llm_config(architecture)
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     if llm.quantization == "none":
+        attention = "sdpa" if MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]._supports_sdpa else "eager"
         with torch.device(device):
-            model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation="sdpa")
+            model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attention)
         return FrozenLLM(model, build_tiny_tokenizer(), llm.gradient_checkpointing)
     digest = hashlib.sha256(file.read_bytes()).hexdigest()[:8]  # one folder per architecture
     directory = (
@@ -87,6 +107,7 @@ def build_backbones(
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     if size == "full":
         torch.manual_seed(0)
+        read_llm_config(full_llm)  # a wrong name fails now, not after building ViT-g
         cfg = dataclasses.replace(cfg, projector=load_config("mark1-vjepa2-qwen3").projector)
         encoder_model = VJEPA2Model(VJEPA2Config.from_json_file(FULL_ENCODER)).to(device, dtype).eval()
         llm = random_llm(full_llm, cfg.llm, device)

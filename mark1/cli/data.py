@@ -169,8 +169,13 @@ def tiny_backbones(
 ) -> None:
     """Write tiny random-weight V-JEPA2 and Qwen3 models (with tokenizer) in Hugging Face format, seeded; with
     --family, tiny LLMs of other families beside them."""
-    from mark1.tiny import write_tiny_backbones, write_tiny_llm
+    from mark1.tiny import TINY_LLMS, write_tiny_backbones, write_tiny_llm
 
+    unknown = sorted(set(family or []) - set(TINY_LLMS))
+    if unknown:  # before minutes of writing
+        raise typer.BadParameter(
+            f"no tiny LLM family {', '.join(map(repr, unknown))}; choose from {', '.join(TINY_LLMS)}"
+        )
     out_dir = out_dir or mark1_home() / "tiny"
     written = list(write_tiny_backbones(out_dir))
     written += [write_tiny_llm(out_dir, name) for name in family or []]

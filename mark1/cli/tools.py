@@ -69,7 +69,13 @@ def bench(
     cfg = settings(config or "tiny", set_)
     with console.status(f"benchmarking {', '.join(stages)} ({size})"):
         result = run_bench(stages, cfg, size, device, clips, memory_gb, full_llm=llm or FULL_LLM)
-    table = Table("stage", "figure", "value", "unit", title=f"mark1 bench ({size}) on {result.machine}")
+    table = Table(
+        "stage",
+        "figure",
+        "value",
+        "unit",
+        title=f"mark1 bench ({size}, LLM {result.llm}) on {result.machine}",
+    )
     for row in result.rows:
         table.add_row(row["stage"], row["figure"], f"{row['value']:,.6g}", row["unit"])
     out_console.print(table)
@@ -82,7 +88,7 @@ def plan(
     llms: Annotated[
         list[str] | None,
         typer.Argument(
-            help="LLMs: shipped names (qwen3-8b), hub ids (Qwen/Qwen3-8B) or local directories; default the config's."
+            help="LLMs: shipped names (qwen3-8b), hub ids (Qwen/Qwen3-8B), local model directories or config.json files; default the config's."
         ),
     ] = None,
     quantization: Annotated[str, typer.Option(help="Comma-separated precisions: none, int8, nf4.")] = (
@@ -94,7 +100,8 @@ def plan(
     prompt_tokens: Annotated[
         int | None,
         typer.Option(
-            help="Tokens per prompt: soft tokens, question, choices, answer (default 512, capped by the config)."
+            min=1,
+            help="Tokens per prompt: soft tokens, question, choices, answer (default 512, capped by the config).",
         ),
     ] = None,
     answer_tokens: Annotated[
@@ -125,7 +132,7 @@ def plan(
     cfg = settings(config or "mark1-vjepa2-qwen3", set_, flags={"encoder": encoder})
     step = Step(
         batch=batch or 1,
-        prompt_tokens=prompt_tokens or min(512, cfg.prompt.max_prompt_tokens),
+        prompt_tokens=min(512, cfg.prompt.max_prompt_tokens) if prompt_tokens is None else prompt_tokens,
         answer_tokens=answer_tokens,
         gradient_checkpointing=(
             cfg.llm.gradient_checkpointing if gradient_checkpointing is None else gradient_checkpointing

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ from mark1.model.projector import Projector
 from mark1.model.video_qa import VideoQAModel
 from mark1.prompt import PROMPT_FORMAT
 
+log = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = "mark1-checkpoint"
 CHECKPOINT_VERSION = 1
 META_FILE, STATE_FILE = "config.json", "training_state.pt"
@@ -123,7 +125,14 @@ class Checkpoint:
 
     def check_llm(self, llm: FrozenLLM) -> None:
         """Soft tokens mean something only to the LLM they were trained into."""
-        if self.llm_fingerprint is not None and llm.fingerprint != self.llm_fingerprint:
+        if self.llm_fingerprint is None:
+            log.warning(
+                "%s keeps no LLM fingerprint (an older checkpoint): cannot check that %s is the LLM it was "
+                "trained with",
+                self.path,
+                llm.model.config.name_or_path,
+            )
+        elif llm.fingerprint != self.llm_fingerprint:
             raise CheckpointError(
                 f"checkpoint {self.path} was trained with LLM {self.config.llm.name!r}, not with "
                 f"{llm.model.config.name_or_path!r} (their weights or tokenizers differ); pass --llm with the "
@@ -150,6 +159,8 @@ class Checkpoint:
         once `spec` (a cache's or an encoder's) is checked to give the features it was trained on."""
         self.check_cache(spec)
         # The prompt settings are the checkpoint's whatever `cfg` says: answering builds prompts as training did.
+        if cfg is not None and cfg.prompt != self.config.prompt:
+            log.warning("the prompt settings (prompt.*) are %s's own; the ones given are not used", self.path)
         cfg = dataclasses.replace(cfg or self.config, prompt=self.config.prompt)
         model = VideoQAModel.load(cfg, parse_device_map(cfg.answer.device_map), self.projector())
         self.check_llm(model.llm)

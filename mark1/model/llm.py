@@ -71,16 +71,27 @@ class FrozenLLM:
 
     @functools.cached_property
     def fingerprint(self) -> str:
-        """A short hash of the architecture, the tokenizer and a sample of the (never quantized) embedding
-        table: tells two LLMs apart, whatever precision either was loaded in."""
-        config = self.config
+        """A short hash of what the soft tokens were trained into, the same whatever precision the LLM was
+        loaded in: the architecture, the tokenizer (size, end token, chat template), and a strided sample
+        of every weight bitsandbytes never quantizes (embeddings, output head, norms, biases). The decoder's
+        linear weights are left out, since int8/nf4 store them differently: a fine-tune that changes only
+        those (a merged LoRA) is not told apart."""
         digest = hashlib.sha256()
-        shape = ("model_type", "hidden_size", "num_hidden_layers", "vocab_size")
-        digest.update(json.dumps([getattr(config, key, None) for key in shape]).encode())
-        digest.update(json.dumps([len(self.tokenizer), self.tokenizer.eos_token_id]).encode())
-        table = self.model.get_input_embeddings().weight.detach()
-        rows = table[:: max(1, len(table) // 64), :64]  # fp16 first, so fp32 and fp16 loads agree
-        digest.update(rows.to("cpu", torch.float16).numpy().tobytes())
+        shape = [
+            getattr(self.config, key, None) for key in ("model_type", "hidden_size", "num_hidden_layers")
+        ]
+        tokenizer = [len(self.tokenizer), self.tokenizer.eos_token_id, self.tokenizer.chat_template or ""]
+        digest.update(json.dumps([shape, tokenizer]).encode())
+        head = self.model.get_output_embeddings()
+        for name, module in self.model.named_modules():
+            for key, weight in module.named_parameters(recurse=False):
+                if key == "weight" and isinstance(module, torch.nn.Linear) and module is not head:
+                    continue
+                flat = weight.detach().flatten()
+                sample = flat[:: max(1, flat.numel() // 64)][:64].to(
+                    "cpu", torch.float16
+                )  # fp32 and fp16 agree
+                digest.update(f"{name}.{key}".encode() + sample.numpy().tobytes())
         return digest.hexdigest()[:16]
 
     @property

@@ -98,9 +98,11 @@ def write_video(path: Path, clip: SignClip, keyframe_every: int | None = None) -
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=clip.fps)
         stream.width, stream.height, stream.pix_fmt = clip.width, clip.height, "yuv420p"
-        # One encoder thread: x264's frame threads make the bytes depend on timing, and generated data
-        # must be the same every time its seed is (measured: two generations differed in 50 of 120 clips).
-        stream.options = {"g": str(keyframe_every or clip.fps), "preset": "veryfast", "threads": "1"}
+        # Generated data must be the same every time its seed is. One thread was not enough: x264's rate
+        # control with its lookahead still gave different bytes for the same frames (measured: 4 encodes of
+        # one clip in one process, 4 different files; two demo generations differed in 108 of 120 clips).
+        # A constant quantizer has no rate control: the same frames give the same bytes.
+        stream.options = {"g": str(keyframe_every or clip.fps), "preset": "veryfast", "threads": "1", "qp": "23"}
         for index in range(round(clip.duration_s * clip.fps)):
             frame = av.VideoFrame.from_ndarray(render_frame(clip, index, noise), format="rgb24")
             container.mux(stream.encode(frame))

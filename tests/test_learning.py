@@ -43,8 +43,8 @@ def test_binding_family_is_measured(tiny, tmp_path: Path) -> None:
 def test_visual_family_is_measured_through_a_tiny_llama(tiny, tmp_path: Path) -> None:
     """A Llama-2-style LLM whose tokenizer has neither a placeholder nor a chat template, warmed up as the
     tiny Qwen3 is. Where the sign is learns through it as through the Qwen3 (the bar below); which answer
-    the video supports does not yet, reliably: the same setting gave accuracy 0.958 once and 0.333, 0.396,
-    0.438 and 0.625 in other runs (the tiny Qwen3: 1.000 every time), so accuracy is reported, not barred."""
+    the video supports does not yet: 0.563 on reproducible clips (sides 0.917, colours 0.19-0.25; the tiny
+    Qwen3: 1.000), so accuracy is reported, not barred (README, Findings)."""
     from mark1.tiny import write_tiny_llm
 
     llama = write_tiny_llm(tmp_path / "llms", "llama", tiny.sizes)

@@ -102,7 +102,12 @@ def write_video(path: Path, clip: SignClip, keyframe_every: int | None = None) -
         # control with its lookahead still gave different bytes for the same frames (measured: 4 encodes of
         # one clip in one process, 4 different files; two demo generations differed in 108 of 120 clips).
         # A constant quantizer has no rate control: the same frames give the same bytes.
-        stream.options = {"g": str(keyframe_every or clip.fps), "preset": "veryfast", "threads": "1", "qp": "23"}
+        stream.options = {
+            "g": str(keyframe_every or clip.fps),
+            "preset": "veryfast",
+            "threads": "1",
+            "qp": "23",
+        }
         for index in range(round(clip.duration_s * clip.fps)):
             frame = av.VideoFrame.from_ndarray(render_frame(clip, index, noise), format="rgb24")
             container.mux(stream.encode(frame))

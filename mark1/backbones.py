@@ -121,8 +121,7 @@ def load_llm(
     over them, first layers on the first.
     """
     config = _model_config(name, "llm")
-    if type(config) not in MODEL_FOR_CAUSAL_LM_MAPPING:
-        raise ConfigError(f"llm {name!r} is a {config.model_type!r} model, not a causal language model")
+    attention = causal_lm_attention(config, f"llm {name!r}")
     dtype = torch.float16 if devices[0].type == "cuda" else torch.float32
     kwargs: dict[str, Any] = {"dtype": dtype}
     if quantization != "none":
@@ -136,12 +135,19 @@ def load_llm(
             kwargs["max_memory"] = {
                 d.index: gib or torch.cuda.get_device_properties(d).total_memory for d in devices
             }
-    # SDPA where the model has it (no flash-attn on a T4); eager for the few that do not (Gemma 2).
-    attention = "sdpa" if MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]._supports_sdpa else "eager"
     model = _from_pretrained(AutoModelForCausalLM, name, "llm", allow_pickle, attn=attention, **kwargs)
     if "device_map" not in kwargs:
         model = model.to(devices[0])
     return model.eval().requires_grad_(False)
+
+
+def causal_lm_attention(config: Any, what: str) -> str:
+    """The attention a causal LM of `config` runs: SDPA where its class has it (no flash-attn on a T4), eager
+    for the few that do not (Gemma 2). Anything but a causal LM is refused, naming `what`."""
+    model_class = MODEL_FOR_CAUSAL_LM_MAPPING.get(type(config), None)
+    if model_class is None:
+        raise ConfigError(f"{what} is a {config.model_type!r} model, not a causal language model")
+    return "sdpa" if model_class._supports_sdpa else "eager"
 
 
 def _quantization_config(quantization: str, compute_dtype: torch.dtype) -> BitsAndBytesConfig:

@@ -17,8 +17,9 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import CONFIG_MAPPING, MODEL_FOR_CAUSAL_LM_MAPPING, AutoModelForCausalLM, PretrainedConfig
+from transformers import CONFIG_MAPPING, AutoModelForCausalLM, PretrainedConfig
 
+from mark1.backbones import causal_lm_attention
 from mark1.config import CONFIG_DIR, QUANTIZATIONS, ProjectorConfig
 from mark1.errors import ConfigError
 
@@ -249,17 +250,14 @@ def read_llm(name: str) -> LLMArch:
     """An LLM's sizes and parameter groups, from its config built on the meta device."""
     config, file = read_config(name)
     config = config.get_text_config()  # a multimodal config (gemma3): its language model
-    model_class = MODEL_FOR_CAUSAL_LM_MAPPING.get(type(config), None)
-    if model_class is None:
-        raise ConfigError(f"{file}: a {config.model_type!r} model is not a causal language model")
-    sdpa = bool(getattr(model_class, "_supports_sdpa", False))
+    attention = causal_lm_attention(config, str(file))
     sizes = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size")
     if not all(isinstance(getattr(config, k, None), int) and getattr(config, k) > 0 for k in sizes):
         raise ConfigError(f"{file}: {', '.join(sizes)} must all be positive integers")
     try:
         with torch.device("meta"):
             model = AutoModelForCausalLM.from_config(
-                config, attn_implementation="sdpa" if sdpa else "eager", dtype=torch.float16
+                config, attn_implementation=attention, dtype=torch.float16
             )
     except Exception as err:  # sizes that do not make a model
         raise ConfigError(f"{file}: cannot build a model from it ({str(err).splitlines()[0][:200]})") from err
@@ -276,7 +274,7 @@ def read_llm(name: str) -> LLMArch:
         head_dim=head_dim,
         intermediate_size=config.intermediate_size,
         vocab_size=config.vocab_size,
-        sdpa=sdpa,
+        sdpa=attention == "sdpa",
         params=count_llm_params(model),
     )
 

@@ -110,9 +110,8 @@ def prompt_ids(
 ) -> list[int]:
     """The prompt's token ids up to where the answer starts, in `template` (`chat` or `plain`)."""
     vocab = tokenizer.get_vocab()
-    framed = (
-        VISION_START in vocab and VISION_END in vocab
-    )  # Qwen's vision markers, where the tokenizer has them
+    # Qwen's vision markers around the placeholders, where the tokenizer has them.
+    framed = VISION_START in vocab and VISION_END in vocab
     video = VIDEO_TOKEN * num_video_tokens
     user = (VISION_START + video + VISION_END if framed else video) + _TEXT_SLOT
     if resolve_template(tokenizer, template) == "chat":

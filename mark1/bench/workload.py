@@ -13,14 +13,13 @@ from pathlib import Path
 
 import torch
 from transformers import (
-    MODEL_FOR_CAUSAL_LM_MAPPING,
     AutoModelForCausalLM,
     PretrainedConfig,
     VJEPA2Config,
     VJEPA2Model,
 )
 
-from mark1.backbones import load_encoder
+from mark1.backbones import causal_lm_attention, load_encoder
 from mark1.config import CONFIG_DIR, Config, LLMConfig, load_config, mark1_home
 from mark1.encoder import VideoEncoder
 from mark1.errors import ConfigError
@@ -44,11 +43,11 @@ def read_llm_config(architecture: str) -> tuple[PretrainedConfig, Path]:
     from mark1.plan import read_config
 
     config, file = read_config(architecture)
-    if type(config) not in MODEL_FOR_CAUSAL_LM_MAPPING:
-        raise ConfigError(f"{file}: a {config.model_type!r} model is not a causal language model")
-    if config.get_text_config().vocab_size < len(build_tiny_tokenizer()):
+    causal_lm_attention(config, str(file))
+    byte_tokens = len(build_tiny_tokenizer())
+    if config.get_text_config().vocab_size < byte_tokens:
         raise ConfigError(
-            f"{file}: its vocabulary is smaller than the benchmark's byte tokenizer (264 tokens)"
+            f"{file}: its vocabulary is smaller than the benchmark's byte tokenizer ({byte_tokens} tokens)"
         )
     return config, file
 
@@ -63,7 +62,7 @@ def random_llm(architecture: str, llm: LLMConfig, device: torch.device) -> Froze
     config, file = read_llm_config(architecture)
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     if llm.quantization == "none":
-        attention = "sdpa" if MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]._supports_sdpa else "eager"
+        attention = causal_lm_attention(config, str(file))
         with torch.device(device):
             model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attention)
         return FrozenLLM(model, build_tiny_tokenizer(), llm.gradient_checkpointing)

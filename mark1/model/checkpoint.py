@@ -86,9 +86,8 @@ class Checkpoint:
     path: Path  # the directory read: runs/NAME/last, or last.old after a swap that was cut short
     config: Config
     cache_spec: CacheSpec  # the features the projector was trained on
-    llm_fingerprint: (
-        str | None
-    )  # of the LLM it was trained through (None: a checkpoint from before they were kept)
+    # Of the LLM it was trained through (None: a checkpoint from before they were kept).
+    llm_fingerprint: str | None
 
     @classmethod
     def open(cls, directory: Path | str) -> Checkpoint:

@@ -88,9 +88,8 @@ class FrozenLLM:
                 if key == "weight" and isinstance(module, torch.nn.Linear) and module is not head:
                     continue
                 flat = weight.detach().flatten()
-                sample = flat[:: max(1, flat.numel() // 64)][:64].to(
-                    "cpu", torch.float16
-                )  # fp32 and fp16 agree
+                # Rounded to fp16 first, so an fp32 load and an fp16 load give the same bytes.
+                sample = flat[:: max(1, flat.numel() // 64)][:64].to("cpu", torch.float16)
                 digest.update(f"{name}.{key}".encode() + sample.numpy().tobytes())
         return digest.hexdigest()[:16]
 

@@ -1,4 +1,8 @@
-"""Question annotations: RoadBuddy JSON, JSON lists, JSONL, Parquet and CSV → one normalized record type.
+"""Question annotations: RoadBuddy JSON, JSON lists, JSONL, Parquet and CSV, and the grounding datasets
+QVHighlights (JSONL) and Charades-STA (text lines) → one normalized record type.
+
+A record is one of three kinds: multiple choice (choices, answer a choice), open (no choices, a free-text
+answer or none yet), grounding (no choices, no answer, spans: a query to locate in time).
 
 Loading never raises for a bad row: every problem becomes an `Issue` naming the row and id, so
 `mark1 validate` can report them all at once; `require_valid` turns errors into one AnnotationError.
@@ -21,6 +25,19 @@ from mark1.errors import AnnotationError
 from mark1.prompt import LETTERS
 
 KNOWN_KEYS = {"id", "question", "choices", "answer", "support_frames", "spans", "video_path", "video"}
+# QVHighlights' keys; its saliency scores (per 2-second clip, from three annotators) are not used.
+QVHIGHLIGHTS_KEYS = {
+    "qid",
+    "query",
+    "vid",
+    "duration",
+    "relevant_windows",
+    "relevant_clip_ids",
+    "saliency_scores",
+}
+KINDS = ("choice", "open", "grounding")
+_GROUNDING = "_grounding"  # set on rows of the grounding formats: a query to locate, never to answer
+_CHARADES = re.compile(r"^(\S+)\s+([0-9.]+)\s+([0-9.]+)\s*##(.*)$")
 _CHOICE = re.compile(r"^\s*([A-Z])\s*[.)]\s*(.*)$", re.DOTALL)
 
 
@@ -31,16 +48,28 @@ class QARecord:
     id: str
     video: str  # as written in the annotation file
     question: str
-    choices: list[str]  # "A. text", lettered by position
-    answer: int | None = None  # index into choices; None for test files
+    choices: list[str]  # "A. text", lettered by position; empty for open and grounding rows
+    answer: int | None = None  # index into choices; None for test files and rows without choices
     support_frames: list[float] = field(default_factory=list)  # seconds
     spans: list[tuple[float, float]] = field(default_factory=list)  # seconds
     row: int = 0  # 1-based position in the file, for messages
     key: str | None = None  # the cache key the video matched
+    answer_text: str | None = None  # the free-text answer of an open row
+    kind: str = "choice"  # choice, open or grounding: see the module's docstring
 
     @property
     def letter(self) -> str | None:
         return None if self.answer is None else LETTERS[self.answer]
+
+    @property
+    def target(self) -> str | None:
+        """The text the LLM is trained to give: the chosen choice ("B. Sai") or the free answer."""
+        return self.choices[self.answer] if self.answer is not None else self.answer_text
+
+    @property
+    def learnable(self) -> bool:
+        """Something to train on: an answer, support frames or spans."""
+        return self.target is not None or bool(self.support_frames or self.spans)
 
 
 @dataclass
@@ -59,7 +88,12 @@ def _nfc(text: str) -> str:
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
-    """The raw rows of an annotation file, by extension; AnnotationError when the file cannot be read at all."""
+    """The raw rows of an annotation file, by extension (`.txt`: Charades-STA), QVHighlights rows recognised
+    by their keys; AnnotationError when the file cannot be read at all."""
+    return [_from_qvhighlights(row) for row in _read_file(path)]
+
+
+def _read_file(path: Path) -> list[Any]:
     if not path.is_file():
         raise AnnotationError(f"annotation file {path} does not exist")
     suffix = path.suffix.lower()
@@ -76,6 +110,8 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
                     except json.JSONDecodeError as err:
                         raise AnnotationError(f"{path} line {number} is not valid JSON ({err.msg})") from err
             return rows
+        if suffix == ".txt":
+            return _charades_rows(text, path)
         if suffix == ".csv":
             import csv
             import io
@@ -93,6 +129,53 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
     if isinstance(data, list):
         return data
     raise AnnotationError(f"{path}: expected a RoadBuddy object with a 'data' list, or a list of questions")
+
+
+def _from_qvhighlights(raw: Any) -> Any:
+    """A QVHighlights line (`qid, query, vid, duration, relevant_windows`) as a grounding row; other rows
+    pass through."""
+    if not (isinstance(raw, dict) and "qid" in raw and "query" in raw and "vid" in raw):
+        return raw
+    unknown = {k: v for k, v in raw.items() if k not in QVHIGHLIGHTS_KEYS}
+    spans = raw.get("relevant_windows")
+    return {
+        **unknown,
+        "id": raw["qid"],
+        "question": raw["query"],
+        "video": raw["vid"],
+        "spans": spans,
+        _GROUNDING: True,
+    }
+
+
+def _charades_rows(text: str, path: Path) -> list[dict[str, Any]]:
+    """Charades-STA lines, `VIDEO START END##SENTENCE` (seconds), as grounding rows with ids VIDEO_LINE."""
+    rows = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        match = _CHARADES.match(line.strip())
+        if match is None:
+            raise AnnotationError(
+                f"{path} line {number} is not a Charades-STA line 'VIDEO START END##SENTENCE': {line[:80]!r}"
+            )
+        video, start, end, sentence = match.groups()
+        try:
+            span = [float(start), float(end)]
+        except ValueError as err:
+            raise AnnotationError(
+                f"{path} line {number}: {start!r} or {end!r} is not a number of seconds"
+            ) from err
+        rows.append(
+            {
+                "id": f"{video}_{number}",
+                "question": sentence,
+                "video": video,
+                "spans": [span],
+                _GROUNDING: True,
+            }
+        )
+    return rows
 
 
 def _maybe_json(value: Any) -> Any:
@@ -126,22 +209,49 @@ def _parse_row(raw: Any, row: int) -> tuple[QARecord | None, list[Issue]]:
     if not isinstance(video, str) or not video.strip():
         error("missing 'video_path' (or 'video')")
     choices = _maybe_json(raw.get("choices"))
-    if (
+    answer_text = None
+    if choices is None or choices == "" or choices == []:  # an open question (or a grounding query)
+        choices = []
+        answer_text = _parse_free_answer(raw.get("answer"), error)
+    elif (
         not isinstance(choices, list)
         or not 2 <= len(choices) <= len(LETTERS)
         or not all(isinstance(c, str) and c.strip() for c in choices)
     ):
-        error(f"'choices' must be a list of 2 to {len(LETTERS)} non-empty strings, got {str(choices)[:80]!r}")
+        error(
+            f"'choices' must be a list of 2 to {len(LETTERS)} non-empty strings (or none, for an open "
+            f"question), got {str(choices)[:80]!r}"
+        )
         choices = None
     else:
         choices = letter_choices(choices, row, name, issues)
-    answer = _parse_answer(raw.get("answer"), choices, error)
+    answer = _parse_answer(raw.get("answer"), choices, error) if choices else None
     support = _parse_numbers(_maybe_json(raw.get("support_frames")), "support_frames", error)
     spans = _parse_spans(_maybe_json(raw.get("spans")), error)
     if any(i.level == "error" for i in issues):
         return None, issues
-    record = QARecord(qid, _nfc(video), _nfc(question), choices, answer, support, spans, row)
+    if choices:
+        kind = "choice"
+    elif raw.get(_GROUNDING) or (answer_text is None and spans):
+        kind = "grounding"
+    else:
+        kind = "open"
+    if kind == "grounding" and answer_text is not None:
+        issues.append(Issue(row, name, "a grounding query's 'answer' is ignored", "warning"))
+        answer_text = None
+    record = QARecord(
+        qid, _nfc(video), _nfc(question), choices, answer, support, spans, row, None, answer_text, kind
+    )
     return record, issues
+
+
+def _parse_free_answer(value: Any, error) -> str | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if not isinstance(value, str):
+        error(f"'answer' of an open question must be text, got {value!r}")
+        return None
+    return _nfc(value)
 
 
 def letter_choices(choices: list[str], row: int, qid: str, issues: list[Issue]) -> list[str]:
@@ -228,7 +338,7 @@ def load_annotations(path: Path) -> tuple[list[QARecord], list[Issue]]:
         record, row_issues = _parse_row(raw, number)
         issues += row_issues
         if isinstance(raw, dict):
-            unknown |= {str(k) for k in raw if k not in KNOWN_KEYS}
+            unknown |= {str(k) for k in raw if k not in KNOWN_KEYS and k != _GROUNDING}
         if record is not None:
             records.append(record)
     seen: dict[str, int] = {}

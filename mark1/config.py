@@ -84,6 +84,7 @@ class ProjectorConfig:
     max_spatial_positions: int = 64  # learned row / column table size (H', W')
     temporal_head: str = "scoring"  # "scoring" (per-position, any T') or "seed" (MLP to fixed T' logits)
     saliency_reread: bool = True  # visual queries re-read the video weighted by the temporal saliency
+    span_head: bool = True  # each temporal query also predicts a window (centre, width) with a confidence
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_heads:
@@ -107,6 +108,11 @@ class TrainConfig:
     lambda_temp: float = 2.0  # weight of the saliency BCE next to the answer cross-entropy
     pos_weight: float = 10.0  # BCE weight of positive (support) positions
     saliency_radius_s: float = 0.5  # positions this close to a support frame are targets too
+    # The span head's loss where rows have spans, Moment-DETR's weights: L1 on (centre, width), generalized
+    # IoU, and foreground / background of each predicted window (also the weights of its matching cost).
+    span_l1: float = 10.0
+    span_giou: float = 1.0
+    span_foreground: float = 4.0
     max_grad_norm: float = 1.0
     val_fraction: float = 0.1  # held-out share of videos when no --val file is given
     eval_every: int = 0  # also evaluate every N optimizer steps (0: once per epoch)
@@ -129,6 +135,9 @@ class TrainConfig:
             "lambda_temp",
             "pos_weight",
             "saliency_radius_s",
+            "span_l1",
+            "span_giou",
+            "span_foreground",
         ):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0) or (name in ("lr", "pos_weight") and value == 0):
@@ -145,13 +154,14 @@ class PromptConfig:
 
     max_question_tokens: int = 256  # longer questions are cut, with a warning naming the row
     max_choice_tokens: int = 64  # per choice
+    max_answer_tokens: int = 64  # an open question's free-text answer, in training (longer ones are cut)
     max_prompt_tokens: int = 2048  # the whole prompt with its soft tokens and answer; a longer row is refused
     # chat: the tokenizer's chat template; plain: Mark-1's own (see mark1.prompt.PLAIN_TEMPLATE);
     # auto: chat where the tokenizer has a template. A checkpoint records the one it was trained with.
     template: str = "auto"
 
     def __post_init__(self) -> None:
-        for name in ("max_question_tokens", "max_choice_tokens", "max_prompt_tokens"):
+        for name in ("max_question_tokens", "max_choice_tokens", "max_answer_tokens", "max_prompt_tokens"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"prompt.{name} must be >= 1, got {getattr(self, name)!r}")
         if self.template not in PROMPT_TEMPLATES:

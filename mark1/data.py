@@ -31,9 +31,11 @@ class Batch:
     question_mask: torch.Tensor  # (B, L) bool, True on real tokens
     input_ids: torch.Tensor  # (B, S) prompt + answer, with video placeholders
     attention_mask: torch.Tensor  # (B, S)
-    labels: torch.Tensor  # (B, S) answer token ids, IGNORE elsewhere
+    labels: torch.Tensor  # (B, S) answer token ids, IGNORE elsewhere (everywhere in a row without an answer)
     saliency_target: torch.Tensor  # (B, T') 0/1
-    has_support: torch.Tensor  # (B,) bool: rows without support frames train the answer only
+    has_support: torch.Tensor  # (B,) bool: rows without support frames train no saliency
+    span_target: torch.Tensor  # (B, G, 2) ground-truth windows (centre, width) as fractions of the clip
+    num_spans: torch.Tensor  # (B,) how many of row b's G windows are real (0: no span loss for the row)
 
     def pin_memory(self) -> Batch:
         """Page-locked copies (the DataLoader calls this with pin_memory=True): copies to a GPU then run
@@ -42,7 +44,9 @@ class Batch:
 
 
 def warn_truncated(record: QARecord) -> None:
-    log.warning("row %d (id %s): question or choices cut to the prompt's token caps", record.row, record.id)
+    log.warning(
+        "row %d (id %s): question, choices or answer cut to the prompt's token caps", record.row, record.id
+    )
 
 
 def saliency_targets(times: np.ndarray, support_frames: list[float], radius_s: float) -> np.ndarray:
@@ -55,6 +59,12 @@ def saliency_targets(times: np.ndarray, support_frames: list[float], radius_s: f
     return target
 
 
+def span_targets(spans: list[tuple[float, float]], duration_s: float) -> np.ndarray:
+    """(G, 2) windows in seconds → (centre, width) as fractions of the clip, clipped to it."""
+    fractions = np.clip(np.asarray(spans, dtype=np.float32).reshape(-1, 2) / max(duration_s, 1e-6), 0, 1)
+    return np.stack([fractions.mean(axis=1), fractions[:, 1] - fractions[:, 0]], axis=1)
+
+
 @dataclass
 class Example:
     key: str
@@ -63,7 +73,8 @@ class Example:
     labels: list[int]
     saliency: np.ndarray
     has_support: bool
-    truncated: bool  # the question or a choice was cut to the prompt's token caps
+    spans: np.ndarray  # (G, 2) (centre, width) fractions
+    truncated: bool  # the question, a choice or the answer was cut to the prompt's token caps
 
 
 def make_example(
@@ -71,19 +82,22 @@ def make_example(
     tokenizer: PreTrainedTokenizerBase,
     num_video_tokens: int,
     times: np.ndarray,
+    duration_s: float,
     radius_s: float,
     budget: PromptConfig | None = None,
 ) -> Example:
-    """Tokenize one record: the shared prompt, the answer "B. Sai<|im_end|>" as the only labelled tokens;
-    question and choices cut to the token caps exactly as answering cuts them."""
-    if record.key is None or record.answer is None:
-        raise ValueError(f"record {record.id} needs a matched video key and an answer to train on")
+    """Tokenize one record: the shared prompt, then its answer ("B. Sai<|im_end|>", or an open question's
+    free text) as the only labelled tokens (none for a grounding query); question, choices and answer cut
+    to the token caps exactly as answering cuts them."""
+    if record.key is None or not record.learnable:
+        raise ValueError(f"record {record.id} needs a matched video key and something to train on")
     budget = budget or PromptConfig()
-    text = fit_text(tokenizer, record.question, record.choices, budget)
+    text = fit_text(tokenizer, record.question, record.choices, budget, record.answer_text)
     encode = partial(encode_text, tokenizer)
     where = f"row {record.row} (id {record.id})"
     prompt = encode_prompt(tokenizer, text, num_video_tokens, budget, where)
-    answer = answer_ids(tokenizer, text.choices[record.answer])
+    target = text.choices[record.answer] if record.answer is not None else text.answer
+    answer = [] if target is None else answer_ids(tokenizer, target)
     return Example(
         key=record.key,
         question_ids=encode(question_text(text.question, text.choices)),
@@ -91,6 +105,7 @@ def make_example(
         labels=[IGNORE] * len(prompt) + answer,
         saliency=saliency_targets(times, record.support_frames, radius_s),
         has_support=bool(record.support_frames),
+        spans=span_targets(record.spans, duration_s),
         truncated=text.truncated,
     )
 
@@ -109,7 +124,15 @@ class QADataset(Dataset):
     ) -> None:
         self.cache = cache
         self.examples = [
-            make_example(r, tokenizer, num_video_tokens, cache.position_times(r.key), radius_s, budget)
+            make_example(
+                r,
+                tokenizer,
+                num_video_tokens,
+                cache.position_times(r.key),
+                cache.row(r.key)["duration_s"],
+                radius_s,
+                budget,
+            )
             for r in records
         ]
         for record, example in zip(records, self.examples, strict=True):
@@ -134,6 +157,9 @@ def collate(items: list[tuple[np.ndarray, Example]], pad_id: int = 0) -> Batch:
     features = torch.from_numpy(np.stack([f for f, _ in items]))
     examples = [e for _, e in items]
     input_ids = _pad([e.input_ids for e in examples], pad_id)
+    spans = np.zeros((len(examples), max(len(e.spans) for e in examples), 2), dtype=np.float32)
+    for row, e in enumerate(examples):
+        spans[row, : len(e.spans)] = e.spans
     return Batch(
         features=features,
         question_ids=_pad([e.question_ids for e in examples], pad_id),
@@ -143,6 +169,8 @@ def collate(items: list[tuple[np.ndarray, Example]], pad_id: int = 0) -> Batch:
         labels=_pad([e.labels for e in examples], IGNORE),
         saliency_target=torch.from_numpy(np.stack([e.saliency for e in examples])),
         has_support=torch.tensor([e.has_support for e in examples]),
+        span_target=torch.from_numpy(spans),
+        num_spans=torch.tensor([len(e.spans) for e in examples]),
     )
 
 
@@ -165,10 +193,15 @@ def budget_issues(
     prompt cannot fit (`mark1 validate --llm`, and validation questions before training starts)."""
     issues = []
     for record in records:
-        text = fit_text(tokenizer, record.question, record.choices, budget)
+        text = fit_text(tokenizer, record.question, record.choices, budget, record.answer_text)
         if text.truncated:
             issues.append(
-                Issue(record.row, record.id, "question or choices will be cut to the token caps", "warning")
+                Issue(
+                    record.row,
+                    record.id,
+                    "question, choices or answer will be cut to the token caps",
+                    "warning",
+                )
             )
         try:
             encode_prompt(tokenizer, text, num_video_tokens, budget, "-")

@@ -23,7 +23,6 @@ from mark1.stages.train import TrainResult, train
 from mark1.synthetic import generate, write_roadbuddy
 
 log = logging.getLogger(__name__)
-FAMILIES = {"visual": False, "binding": True}  # family → shuffle the choices
 
 
 @dataclass
@@ -40,7 +39,7 @@ class DemoResult:
 
 def make_data(data_dir: Path, num_videos: int, family: str, seed: int, test_share: float = 0.2) -> None:
     """Generated clips and their questions, split by video: train.json, test.json, public_test.json."""
-    rows = generate(data_dir, num_videos, seed=seed, shuffle_choices=FAMILIES[family])
+    rows = generate(data_dir, num_videos, seed=seed, family=family)
     test_videos = {
         f"videos/clip_{i:04d}.mp4"
         for i in range(num_videos - max(1, round(num_videos * test_share)), num_videos)

@@ -11,10 +11,13 @@ from mark1.errors import AnnotationError
 
 
 def match_videos(records: list[QARecord], keys: list[str]) -> list[Issue]:
-    """Set each record's cache `key`: exact relative path, then a path-suffix match, then a unique file name."""
+    """Set each record's cache `key`: exact relative path, then a path-suffix match, then a unique file name,
+    then a unique file name without its extension (QVHighlights' `vid`, Charades-STA's video id)."""
     by_name: dict[str, list[str]] = defaultdict(list)
+    by_stem: dict[str, list[str]] = defaultdict(list)
     for key in keys:
         by_name[PurePosixPath(key).name].append(key)
+        by_stem[PurePosixPath(key).stem].append(key)
     exact = set(keys)
     issues = []
     for record in records:
@@ -22,7 +25,8 @@ def match_videos(records: list[QARecord], keys: list[str]) -> list[Issue]:
         if video in exact:
             record.key = video
             continue
-        candidates = by_name.get(PurePosixPath(video).name, [])
+        name = PurePosixPath(video).name
+        candidates = by_name.get(name) or by_stem.get(name, [])
         suffix = [k for k in candidates if video.endswith("/" + k) or k.endswith("/" + video)]
         chosen = suffix if len(suffix) == 1 else candidates
         if len(chosen) == 1:
@@ -74,16 +78,17 @@ def check_against_cache(records: list[QARecord], cache) -> list[Issue]:
     return issues
 
 
-def require_valid(path: Path, cache=None, need_answers: bool = False) -> list[QARecord]:
-    """Load, validate (against `cache` when given) and return the records, or raise one AnnotationError."""
+def require_valid(path: Path, cache=None, for_training: bool = False) -> list[QARecord]:
+    """Load, validate (against `cache` when given) and return the records, or raise one AnnotationError.
+    `for_training`: every row must hold something to learn (an answer, support frames or spans)."""
     records, issues = load_annotations(path)
     if cache is not None:
         issues += check_against_cache(records, cache)
-    if need_answers:
+    if for_training:
         issues += [
-            Issue(r.row, r.id, "no 'answer' (training needs one per question)")
+            Issue(r.row, r.id, "nothing to train on: no 'answer', 'support_frames' or 'spans'")
             for r in records
-            if r.answer is None
+            if not r.learnable
         ]
     errors = [i for i in issues if i.level == "error"]
     if errors:

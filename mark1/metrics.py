@@ -1,18 +1,53 @@
-"""Answer and temporal-grounding metrics: plain functions over saliency curves, times and support frames.
+"""Answer and temporal-grounding metrics: plain functions over prediction rows, saliency curves and windows.
 
-Span metrics follow Moment-DETR / UniVTG: R@1 at IoU thresholds takes the top-1 predicted window against
-the best-overlapping ground-truth window; mIoU averages that IoU.
+Span metrics follow Moment-DETR's standalone evaluation: R@1 at an IoU threshold takes the top-1 predicted
+window against the ground-truth window it overlaps best; mIoU averages that IoU; mAP ranks every predicted
+window of a query by confidence, counts one as a true positive when it reaches the threshold with a
+ground-truth window no better-ranked window took, takes the interpolated (VOC) average precision per query,
+and averages over queries and over the thresholds 0.5, 0.55, ..., 0.95. Free-text answers are scored as
+SQuAD scores them: exact match and token F1 after normalisation.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+import re
+import string
+import unicodedata
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 
 import numpy as np
 
 HIT_TOLERANCES_S = (1.0, 0.5)
 IOU_THRESHOLDS = (0.3, 0.5, 0.7)
+MAP_THRESHOLDS = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))  # 0.5:0.95
+MAX_WINDOWS = 10  # predicted windows per query that mAP ranks, as Moment-DETR's evaluation keeps
+
+
+def normalize_answer(text: str) -> str:
+    """Unicode NFC, lower case, punctuation removed (every Unicode punctuation character), spaces collapsed.
+    Unlike SQuAD's English rule, articles are kept: the answers are Vietnamese."""
+    text = unicodedata.normalize("NFC", text).lower()
+    text = "".join(
+        " " if unicodedata.category(c).startswith("P") or c in string.punctuation else c for c in text
+    )
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def exact_match(predicted: str, truth: str) -> bool:
+    return normalize_answer(predicted) == normalize_answer(truth)
+
+
+def token_f1(predicted: str, truth: str) -> float:
+    """SQuAD's token F1: the harmonic mean of precision and recall of the normalised words in common."""
+    pred, gold = normalize_answer(predicted).split(), normalize_answer(truth).split()
+    if not pred or not gold:
+        return float(pred == gold)
+    common = sum((Counter(pred) & Counter(gold)).values())
+    if not common:
+        return 0.0
+    precision, recall = common / len(pred), common / len(gold)
+    return 2 * precision * recall / (precision + recall)
 
 
 def top_moment(saliency: Sequence[float], times: Sequence[float]) -> float:
@@ -82,18 +117,82 @@ def iou(a: Sequence[float], b: Sequence[float]) -> float:
     return inter / union if union > 0 else 0.0
 
 
+def best_iou(window: Sequence[float], truth: Sequence[Sequence[float]]) -> float:
+    """IoU of a predicted window with the ground-truth window it overlaps best."""
+    return max(iou(window, gt) for gt in truth)
+
+
+def average_precision(
+    windows: Sequence[Sequence[float]], truth: Sequence[Sequence[float]], threshold: float
+) -> float:
+    """One query's AP at an IoU threshold: windows [start, end, score] ranked by score; each takes the
+    best-overlapping ground-truth window still free if it reaches the threshold (a true positive), else it
+    is a false positive; precision made monotone from the right, summed over the recall steps (VOC)."""
+    ranked = sorted(windows, key=lambda w: -w[2])[:MAX_WINDOWS]
+    taken, hits = set(), []
+    for window in ranked:
+        overlaps = sorted(((iou(window, gt), j) for j, gt in enumerate(truth)), reverse=True)
+        free = [j for value, j in overlaps if value >= threshold and j not in taken]
+        if free:
+            taken.add(free[0])
+        hits.append(bool(free))
+    if not ranked:
+        return 0.0
+    tp = np.cumsum(hits)
+    precision = np.concatenate([[0.0], tp / np.arange(1, len(hits) + 1), [0.0]])
+    recall = np.concatenate([[0.0], tp / len(truth), [1.0]])
+    for i in range(len(precision) - 2, -1, -1):
+        precision[i] = max(precision[i], precision[i + 1])
+    steps = np.nonzero(recall[1:] != recall[:-1])[0] + 1
+    return float(np.sum((recall[steps] - recall[steps - 1]) * precision[steps]))
+
+
+def span_metrics(rows: list[dict], prefix: str = "") -> dict:
+    """R@1 at IoU 0.3/0.5/0.7, mIoU and (for the span head, whose windows have confidences) mAP over rows
+    with ground-truth spans and predicted windows [start, end, score] in `windows`."""
+    ious = [best_iou(r["windows"][0][:2], r["spans"]) for r in rows]
+    metrics = {f"{prefix}R@1_iou{t:g}": float(np.mean([v >= t for v in ious])) for t in IOU_THRESHOLDS}
+    metrics[f"{prefix}mIoU"] = float(np.mean(ious))
+    if prefix:
+        by_threshold = {
+            t: np.mean([average_precision(r["windows"], r["spans"], t) for r in rows]) for t in MAP_THRESHOLDS
+        }
+        metrics[f"{prefix}mAP"] = float(np.mean(list(by_threshold.values())))
+        metrics[f"{prefix}mAP@0.5"], metrics[f"{prefix}mAP@0.75"] = (
+            float(by_threshold[0.5]),
+            float(by_threshold[0.75]),
+        )
+    return metrics
+
+
+def _is_choice(row: dict) -> bool:
+    return row.get("kind", "choice") == "choice"  # predictions written before open questions have no kind
+
+
+def _correct(row: dict) -> bool:
+    return row["pred"] == row["answer"] if _is_choice(row) else row["exact_match"]
+
+
 def summarize(rows: list[dict]) -> dict:
     """Aggregate prediction rows (see stages.evaluate.score_records) into the metrics of `mark1 eval`."""
     answered = [r for r in rows if r.get("answer") is not None]
     metrics: dict = {"questions": len(rows), "answered": len(answered)}
-    if answered:
-        metrics["accuracy"] = float(np.mean([r["pred"] == r["answer"] for r in answered]))
+    choice = [r for r in answered if _is_choice(r)]
+    open_ = [r for r in answered if r.get("kind") == "open"]
+    if answered:  # the share answered right, multiple choice and open alike: what best/ keeps
+        metrics["answer_score"] = float(np.mean([_correct(r) for r in answered]))
+    if choice:
+        metrics["accuracy"] = float(np.mean([r["pred"] == r["answer"] for r in choice]))
         by_choices = defaultdict(list)
-        for r in answered:
+        for r in choice:
             by_choices[len(r["probs"])].append(r["pred"] == r["answer"])
         metrics["accuracy_by_num_choices"] = {
             str(n): float(np.mean(v)) for n, v in sorted(by_choices.items())
         }
+    if open_:
+        metrics["open_questions"] = len(open_)
+        metrics["exact_match"] = float(np.mean([r["exact_match"] for r in open_]))
+        metrics["f1"] = float(np.mean([r["f1"] for r in open_]))
     grounded = [r for r in rows if r.get("support_frames")]
     if grounded:
         metrics["grounded_questions"] = len(grounded)
@@ -113,7 +212,11 @@ def summarize(rows: list[dict]) -> dict:
         precision, recall = tp / n_pred, tp / n_gt
         metrics["precision_1s"], metrics["recall_1s"] = precision, recall
         metrics["f1_1s"] = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        with_answer = [(t, r) for t, r in zip(tops, grounded, strict=True) if r.get("answer") is not None]
+        with_answer = [
+            (t, r)
+            for t, r in zip(tops, grounded, strict=True)
+            if _is_choice(r) and r.get("answer") is not None
+        ]
         if with_answer:
             metrics["grounded_accuracy"] = float(
                 np.mean(
@@ -122,11 +225,11 @@ def summarize(rows: list[dict]) -> dict:
             )
     spanned = [r for r in rows if r.get("spans")]
     if spanned:
-        ious = [
-            max(iou(predicted_span(r["saliency"], r["times"], r["duration_s"]), gt) for gt in r["spans"])
-            for r in spanned
+        metrics["span_questions"] = len(spanned)
+        grown = [
+            {**r, "windows": [predicted_span(r["saliency"], r["times"], r["duration_s"])]} for r in spanned
         ]
-        for threshold in IOU_THRESHOLDS:
-            metrics[f"R@1_iou{threshold:g}"] = float(np.mean([v >= threshold for v in ious]))
-        metrics["mIoU"] = float(np.mean(ious))
+        metrics |= span_metrics(grown)  # the window grown from the saliency curve: R@1_iou0.5, mIoU
+        if all(r.get("windows") for r in spanned):
+            metrics |= span_metrics(spanned, "span_")  # the span head's windows
     return metrics

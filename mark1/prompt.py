@@ -67,13 +67,18 @@ class FittedText:
     question: str
     choices: list[str]
     truncated: bool  # something was cut
+    answer: str | None = None  # an open question's free-text answer (training only)
 
 
 def fit_text(
-    tokenizer: PreTrainedTokenizerBase, question: str, choices: list[str], budget: PromptConfig
+    tokenizer: PreTrainedTokenizerBase,
+    question: str,
+    choices: list[str],
+    budget: PromptConfig,
+    answer: str | None = None,
 ) -> FittedText:
-    """Cut the question to `max_question_tokens` and each choice to `max_choice_tokens`: training and
-    answering call this one function, so both see the same text."""
+    """Cut the question to `max_question_tokens`, each choice to `max_choice_tokens` and a free-text answer
+    to `max_answer_tokens`: training and answering call this one function, so both see the same text."""
 
     def encode(text: str) -> list[int]:
         return encode_text(tokenizer, text)
@@ -92,8 +97,9 @@ def fit_text(
 
     question, cut_question = cut(question, budget.max_question_tokens)
     fitted = [cut(c, budget.max_choice_tokens) for c in choices]
-    truncated = cut_question or any(was_cut for _, was_cut in fitted)
-    return FittedText(question, [c for c, _ in fitted], truncated)
+    answer, cut_answer = cut(answer, budget.max_answer_tokens) if answer is not None else (None, False)
+    truncated = cut_question or cut_answer or any(was_cut for _, was_cut in fitted)
+    return FittedText(question, [c for c, _ in fitted], truncated, answer)
 
 
 def question_text(question: str, choices: list[str]) -> str:
@@ -162,10 +168,10 @@ def encode_prompt(
     budget: PromptConfig,
     where: str,
 ) -> list[int]:
-    """The prompt's token ids; a prompt that leaves no room for its longest answer within
-    `max_prompt_tokens` is refused, naming `where` (the row, or the question)."""
+    """The prompt's token ids; a prompt that leaves no room for its longest answer (an open question's:
+    `max_answer_tokens`) within `max_prompt_tokens` is refused, naming `where` (the row, or the question)."""
     ids = prompt_ids(tokenizer, budget.template, text.question, text.choices, num_video_tokens)
-    longest = max((len(answer_ids(tokenizer, c)) for c in text.choices), default=0)
+    longest = max((len(answer_ids(tokenizer, c)) for c in text.choices), default=budget.max_answer_tokens + 1)
     if len(ids) + longest > budget.max_prompt_tokens:
         raise AnnotationError(
             f"{where}: the prompt and its answer take {len(ids) + longest} tokens, past "

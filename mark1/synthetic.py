@@ -1,9 +1,12 @@
 """Generated driving-like clips with a known "sign" event, and RoadBuddy-format questions about them.
 
 Every clip shows a road with lane stripes scrolling towards the viewer; a coloured disc (the sign) appears
-on the left or right side during a known interval. Questions ask what is seen (colour, side), so the answer
-and its support frames (seconds inside the interval) are known exactly. Seeded: the same seed gives the
-same videos and annotations.
+on the left or right side during a known interval. Questions ask what is seen (colour, side), so the answer,
+its support frames (seconds inside the interval) and its span (the interval) are known exactly. Seeded: the
+same seed gives the same videos and annotations.
+
+Families: visual (colour and side, choices in a fixed order), binding (the same, choices shuffled), open
+(a free description "Biển báo màu đỏ, bên trái.", a colour question, and a grounding query with only a span).
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ QUESTION_TYPES = {
     "colour4": ("Biển báo xuất hiện trong video màu gì?", ["Đỏ", "Xanh lá", "Xanh dương", "Vàng"], "colour"),
     "side": ("Biển báo nằm ở bên nào của đường?", list(SIDES), "side"),
 }
+DESCRIBE = "Mô tả biển báo trong video."  # the open family's question
+LOCATE = "Biển báo xuất hiện trong đoạn nào của video?"  # its grounding query: spans, no answer
+FAMILIES = ("visual", "binding", "open")
 FPS_CHOICES = (12, 25, 30)
 SIZE_CHOICES = ((160, 96), (192, 108), (224, 128))
 
@@ -114,33 +120,50 @@ def write_video(path: Path, clip: SignClip, keyframe_every: int | None = None) -
         container.mux(stream.encode())
 
 
-def make_questions(clip: SignClip, rng: random.Random, video_path: str, shuffle: bool) -> list[dict]:
-    """RoadBuddy-style rows for one clip; `shuffle` gives the binding family (choice order varies)."""
+def describe(clip: SignClip) -> str:
+    """The open family's answer: "Biển báo màu đỏ, bên trái." """
+    return f"Biển báo màu {clip.colour.lower()}, {clip.side.lower()}."
+
+
+def make_questions(clip: SignClip, rng: random.Random, video_path: str, family: str = "visual") -> list[dict]:
+    """RoadBuddy-style rows for one clip in `family` (see the module's docstring)."""
     three = clip.colour in QUESTION_TYPES["colour3"][1] and rng.random() < 0.5
+    shown = clip.end_s - clip.start_s
+    evidence = {
+        "support_frames": [round(clip.start_s + shown * 0.3, 3), round(clip.start_s + shown * 0.7, 3)],
+        "spans": [[clip.start_s, clip.end_s]],
+        "video_path": video_path,
+    }
     rows = []
-    for qtype in ("colour3" if three else "colour4", "side"):  # 3 or 4 colour choices, and 2 sides
+    for qtype in ("colour3" if three else "colour4", "side")[: 1 if family == "open" else 2]:
         question, options, attribute = QUESTION_TYPES[qtype]
         options = list(options)
-        if shuffle:
+        if family == "binding":
             rng.shuffle(options)
         choices = [f"{chr(65 + i)}. {text}" for i, text in enumerate(options)]
         answer = choices[options.index(getattr(clip, attribute))]
-        shown = clip.end_s - clip.start_s
         rows.append(
             {
                 "id": f"{clip.name}_{qtype}",
                 "question": question,
                 "choices": choices,
                 "answer": answer,
-                "support_frames": [
-                    round(clip.start_s + shown * 0.3, 3),
-                    round(clip.start_s + shown * 0.7, 3),
-                ],
-                "spans": [[clip.start_s, clip.end_s]],
-                "video_path": video_path,
+                **evidence,
                 "_type": qtype,
             }
         )
+    if family == "open":
+        rows.append(
+            {
+                "id": f"{clip.name}_describe",
+                "question": DESCRIBE,
+                "answer": describe(clip),
+                **evidence,
+                "_type": "describe",
+            }
+        )
+        located = {k: v for k, v in evidence.items() if k != "support_frames"}
+        rows.append({"id": f"{clip.name}_locate", "question": LOCATE, **located, "_type": "locate"})
     return rows
 
 
@@ -148,7 +171,7 @@ def generate(
     out_dir: Path,
     num_videos: int,
     seed: int = 0,
-    shuffle_choices: bool = False,
+    family: str = "visual",
     min_s: float = 4.0,
     max_s: float = 10.0,
 ) -> list[dict]:
@@ -159,7 +182,7 @@ def generate(
         clip = random_clip(rng, f"clip_{i:04d}", min_s, max_s)
         write_video(out_dir / "videos" / f"{clip.name}.mp4", clip)
         clips.append(asdict(clip))
-        rows += make_questions(clip, rng, f"videos/{clip.name}.mp4", shuffle_choices)
+        rows += make_questions(clip, rng, f"videos/{clip.name}.mp4", family)
     (out_dir / "clips.jsonl").write_text(
         "".join(json.dumps(c, ensure_ascii=False) + "\n" for c in clips), "utf-8"
     )
@@ -172,7 +195,7 @@ def write_roadbuddy(path: Path, rows: list[dict], with_answers: bool = True) -> 
         ("id", "question", "choices", "answer", "support_frames", "spans", "video_path")
         if with_answers
         else ("id", "question", "choices", "video_path")
-    )
+    )  # a grounding query without its spans reads as an open question: answered with text
     data = [{k: r[k] for k in keep if k in r} for r in rows]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"__count__": len(data), "data": data}, ensure_ascii=False, indent=1), "utf-8")

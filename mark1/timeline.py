@@ -13,7 +13,8 @@ from mark1.video import Clip
 
 
 def save_timeline(result: InferResult, clip: Clip, path: Path) -> None:
-    """A PNG of saliency over time with the frames nearest the top moments as thumbnails (needs matplotlib)."""
+    """A PNG of saliency over time, the span head's most confident window shaded, and the frames nearest the
+    top moments as thumbnails (needs matplotlib)."""
     try:
         import matplotlib
 
@@ -28,6 +29,12 @@ def save_timeline(result: InferResult, clip: Clip, path: Path) -> None:
     curve.plot(result.times_s, result.saliency, marker="o")
     for m in shown:
         curve.axvline(m["time_s"], color="tab:red", alpha=0.5)
+    if result.windows:  # the span head's most confident window, shaded
+        top = result.windows[0]
+        curve.axvspan(
+            top["start_s"], top["end_s"], color="tab:green", alpha=0.2, label=f"window ({top['score']:.2f})"
+        )
+        curve.legend(loc="upper right", fontsize=8)
     curve.set(xlabel="seconds", ylabel="saliency", ylim=(0, 1), title=f"answer: {result.answer}")
     frame_times = np.asarray(clip.frame_times_s)
     for i, m in enumerate(shown):

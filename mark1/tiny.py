@@ -234,10 +234,48 @@ def _warmup_example(
     choices = [f"{LETTERS[i]}. {t}" for i, t in enumerate(texts)]
     answer = rng.randrange(len(choices))
     prompt = prompt_ids(tokenizer, "auto", words(3, 9) + "?", choices, num_slots)
-    hint = encode_text(tokenizer, LETTERS[answer])
-    start = prompt.index(tokenizer.convert_tokens_to_ids(VIDEO_TOKEN)) + rng.randint(0, num_slots - len(hint))
-    prompt[start : start + len(hint)] = hint
-    target = answer_ids(tokenizer, choices[answer])
+    return _hinted(rng, tokenizer, prompt, [LETTERS[answer]], num_slots, choices[answer])
+
+
+# The open warm-up's descriptions: what is asked about, and the attributes the video region hints at.
+_SUBJECTS = ("biển báo", "xe ô tô", "xe máy", "đèn tín hiệu", "vạch kẻ", "xe buýt", "người đi bộ", "cột mốc")
+_COLOURS = ("đỏ", "xanh lá", "xanh dương", "vàng", "trắng", "đen", "cam")
+_PLACES = ("bên trái", "bên phải", "phía trước", "phía sau", "giữa đường")
+_ASK = ("Mô tả {} trong video.", "Hãy mô tả {}.", "{} trong video trông thế nào?")
+
+
+def _open_warmup_example(
+    rng: random.Random, tokenizer: PreTrainedTokenizerBase, num_slots: int
+) -> tuple[list[int], list[int]]:
+    """One open question ("Mô tả xe máy trong video.") answered by a description that names what was asked
+    about and the colour and place the video region hints at ("Xe máy màu vàng, phía sau.")."""
+    subject, colour, place = rng.choice(_SUBJECTS), rng.choice(_COLOURS), rng.choice(_PLACES)
+    question = rng.choice(_ASK).format(subject)
+    prompt = prompt_ids(tokenizer, "auto", question[0].upper() + question[1:], [], num_slots)
+    answer = f"{subject[0].upper()}{subject[1:]} màu {colour}, {place}."
+    return _hinted(rng, tokenizer, prompt, [colour, place], num_slots, answer)
+
+
+def _hinted(
+    rng: random.Random,
+    tokenizer: PreTrainedTokenizerBase,
+    prompt: list[int],
+    hints: list[str],
+    num_slots: int,
+    answer: str,
+) -> tuple[list[int], list[int]]:
+    """The prompt with each hint's tokens written over the video placeholders at random places (apart),
+    then the answer as the only labelled tokens."""
+    first = prompt.index(tokenizer.convert_tokens_to_ids(VIDEO_TOKEN))
+    encoded = [encode_text(tokenizer, hint) for hint in hints]
+    free = num_slots - sum(len(h) for h in encoded)
+    gaps = sorted(rng.randint(0, free) for _ in encoded)  # sorted offsets: the hints never overlap
+    start = first
+    for gap, hint, before in zip(gaps, encoded, [0, *gaps], strict=False):
+        start += gap - before
+        prompt[start : start + len(hint)] = hint
+        start += len(hint)
+    target = answer_ids(tokenizer, answer)
     return prompt + target, [-100] * len(prompt) + target
 
 
@@ -254,8 +292,12 @@ def warm_up_llm(
     it (measured: validation accuracy 0.44-0.69 after 40 epochs). A short pre-training on generated
     questions whose video region holds the answer's letter somewhere among the placeholders (never a
     video) teaches it to read that region and to copy the chosen choice's letter and text, as an
-    instruction-tuned LLM does (measured after it: 1.0). Deciding which answer the video supports stays the
-    projector's job. Only the LLM is trained here; Mark-1 then keeps it frozen.
+    instruction-tuned LLM does (measured after it: 1.0). A quarter of the questions are open ones whose
+    region hints at a colour and a place, answered by a description naming what the question asked about
+    ("Mô tả xe máy trong video." → "Xe máy màu vàng, phía sau."): a real LLM knows how to word an answer, a
+    random byte-level one does not (measured without it: open answers reached token F1 0.6 and exact match
+    0). Deciding which answer the video supports, and which colour and place it shows, stays the projector's
+    job. Only the LLM is trained here; Mark-1 then keeps it frozen.
     """
     rng, generator = random.Random(seed), torch.Generator().manual_seed(seed)
     tokenizer = prepare_tokenizer(copy.deepcopy(tokenizer))  # the saved tokenizer keeps what it had
@@ -263,7 +305,8 @@ def warm_up_llm(
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     model.train()
     for _ in range(steps):
-        pairs = [_warmup_example(rng, tokenizer, num_slots) for _ in range(16)]
+        pairs = [_warmup_example(rng, tokenizer, num_slots) for _ in range(12)]
+        pairs += [_open_warmup_example(rng, tokenizer, num_slots) for _ in range(4)]
         longest = max(len(ids) for ids, _ in pairs)
         ids = torch.tensor([i + [0] * (longest - len(i)) for i, _ in pairs])
         labels = torch.tensor([lab + [-100] * (longest - len(lab)) for _, lab in pairs])

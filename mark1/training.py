@@ -17,6 +17,7 @@ import torch
 
 from mark1.config import TrainConfig
 from mark1.files import write_atomic
+from mark1.model.spans import SpanWeights
 
 if TYPE_CHECKING:
     from mark1.data import Batch
@@ -109,7 +110,9 @@ def train_step(
     model: VideoQAModel, batch: Batch, opt: Optimization, tc: TrainConfig, step_now: bool = True
 ) -> StepResult:
     """Forward, backward and (with `step_now`) the optimizer step; a non-finite loss is never stepped on."""
-    out = model.loss(batch, tc.lambda_temp, tc.pos_weight)
+    out = model.loss(
+        batch, tc.lambda_temp, tc.pos_weight, SpanWeights(tc.span_l1, tc.span_giou, tc.span_foreground)
+    )
     if not torch.isfinite(out.total):  # skip and count, with the micro-batches gathered so far
         opt.optimizer.zero_grad(set_to_none=True)
         return StepResult(out, finite=False, stepped=False)

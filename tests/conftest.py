@@ -89,6 +89,21 @@ def rng() -> random.Random:
     return random.Random(0)
 
 
+@pytest.fixture
+def model(tiny: Tiny):
+    """A fresh, seeded tiny VideoQAModel on the CPU."""
+    import torch
+
+    from mark1.backbones import load_llm, load_tokenizer
+    from mark1.model.llm import FrozenLLM
+    from mark1.model.projector import Projector
+    from mark1.model.video_qa import VideoQAModel
+
+    torch.manual_seed(0)
+    llm = FrozenLLM(load_llm(str(tiny.llm_dir)), load_tokenizer(str(tiny.llm_dir)))
+    return VideoQAModel(llm, Projector(tiny.config().projector, tiny.video_dim, tiny.llm_dim))
+
+
 @dataclass
 class Trained:
     """A small run trained once per session: generated data, its cache, and runs/NAME."""

@@ -31,7 +31,7 @@ def test_public_test_file_has_no_answers() -> None:
     records, issues = load_annotations(DATA / "roadbuddy_public_test_sample.json")
     assert [r.answer for r in records] == [None, None] and not issues
     with pytest.raises(AnnotationError, match="no 'answer'"):
-        require_valid(DATA / "roadbuddy_public_test_sample.json", need_answers=True)
+        require_valid(DATA / "roadbuddy_public_test_sample.json", for_training=True)
 
 
 @pytest.mark.parametrize("fmt", ["list.json", "jsonl", "parquet", "csv"])

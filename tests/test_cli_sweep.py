@@ -413,7 +413,7 @@ def test_a_damaged_checkpoint_is_refused(sweep: Sweep, command: str, damage: str
     [
         ("eval", {"out": A_FILE}, "is a file"),
         ("eval", {"out": f"{A_FILE}/eval"}, "is a file"),
-        ("eval", {"annotations": "{data}/public_test.json"}, "no answers to score"),
+        ("eval", {"annotations": "{data}/public_test.json"}, "no answers, support frames or spans to score"),
         ("eval", {"cache": A_DIR}, "not a Mark-1 feature cache"),
         ("eval", {"device_map": "gpu"}, "expected items like"),
         ("predict", {"out": A_DIR}, "is a directory"),

@@ -143,7 +143,7 @@ def _projector_grads(llm: FrozenLLM, trained, tiny) -> tuple[float, list[torch.T
     projector = Projector(cfg.projector, tiny.video_dim, llm.hidden_size)
     model = VideoQAModel(llm, projector, torch.device("cpu"), cfg.prompt).train(False)
     cache = FeatureCache(trained.cache_dir)
-    records = require_valid(trained.data_dir / "train.json", cache, need_answers=True)[:4]
+    records = require_valid(trained.data_dir / "train.json", cache, for_training=True)[:4]
     batch = collate(list(QADataset(records, cache, llm.tokenizer, model.num_video_tokens, 0.5)), llm.pad_id)
     loss = model.loss(batch, 1.0, 10.0).total
     loss.backward()

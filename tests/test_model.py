@@ -3,21 +3,11 @@ import pytest
 import torch
 
 from mark1.annotations import QARecord
-from mark1.backbones import load_llm, load_tokenizer
 from mark1.config import ProjectorConfig
 from mark1.data import IGNORE, collate, make_example, saliency_targets
 from mark1.devices import Placement, parse_device_map
-from mark1.model.llm import FrozenLLM
 from mark1.model.projector import Projector
 from mark1.model.video_qa import VideoQAModel
-
-
-@pytest.fixture
-def model(tiny) -> VideoQAModel:
-    torch.manual_seed(0)
-    cfg = tiny.config().projector
-    llm = FrozenLLM(load_llm(str(tiny.llm_dir)), load_tokenizer(str(tiny.llm_dir)))
-    return VideoQAModel(llm, Projector(cfg, tiny.video_dim, tiny.llm_dim))
 
 
 def _record(answer: int = 1, support: list[float] | None = None) -> QARecord:
@@ -65,7 +55,7 @@ def test_question_padding_does_not_change_the_output(tiny) -> None:
 
 
 def test_soft_tokens_replace_exactly_the_placeholders(model: VideoQAModel) -> None:
-    example = make_example(_record(), model.tokenizer, model.num_video_tokens, np.arange(8.0), 0.5)
+    example = make_example(_record(), model.tokenizer, model.num_video_tokens, np.arange(8.0), 8.0, 0.5)
     ids = torch.tensor([example.input_ids])
     soft = torch.randn(1, model.num_video_tokens, model.llm.hidden_size)
     embeds = model.llm.embed_prompt(ids, soft)
@@ -79,7 +69,9 @@ def test_soft_tokens_replace_exactly_the_placeholders(model: VideoQAModel) -> No
 
 
 def test_only_answer_tokens_are_labelled(model: VideoQAModel) -> None:
-    example = make_example(_record(answer=2), model.tokenizer, model.num_video_tokens, np.arange(8.0), 0.5)
+    example = make_example(
+        _record(answer=2), model.tokenizer, model.num_video_tokens, np.arange(8.0), 8.0, 0.5
+    )
     labelled = [t for t in example.labels if t != IGNORE]
     assert model.tokenizer.decode(labelled) == "C. Xanh dương<|im_end|>"
     assert example.input_ids[-len(labelled) :] == labelled
@@ -96,7 +88,7 @@ def test_saliency_targets_come_from_seconds() -> None:
 
 def test_gradients_reach_the_projector_and_never_the_llm(model: VideoQAModel, tiny) -> None:
     example = make_example(
-        _record(support=[1.0]), model.tokenizer, model.num_video_tokens, np.arange(8.0), 0.5
+        _record(support=[1.0]), model.tokenizer, model.num_video_tokens, np.arange(8.0), 8.0, 0.5
     )
     batch = collate([(np.random.randn(*tiny.grid).astype(np.float16), example)] * 2)
     out = model.loss(batch, lambda_temp=2.0, pos_weight=10.0)
@@ -116,7 +108,9 @@ def test_loss_equals_the_full_logits_reference_on_a_mixed_batch(model: VideoQAMo
     import torch.nn.functional as F
 
     rows = [_record(answer=0, support=[2.0]), _record(answer=2)]  # "A. Đỏ" and the longer "C. Xanh dương"
-    examples = [make_example(r, model.tokenizer, model.num_video_tokens, np.arange(8.0), 0.5) for r in rows]
+    examples = [
+        make_example(r, model.tokenizer, model.num_video_tokens, np.arange(8.0), 8.0, 0.5) for r in rows
+    ]
     rng = np.random.default_rng(0)
     batch = collate([(rng.standard_normal(tiny.grid).astype(np.float16), e) for e in examples])
     model.train(False)
@@ -141,9 +135,18 @@ def test_kv_cache_scoring_equals_rerunning_the_prompt(model: VideoQAModel, tiny)
     assert abs(sum(cached.probs) - 1) < 1e-5 and len(cached.saliency) == tiny.grid[0]
 
 
-def test_free_text_generation_returns_text(model: VideoQAModel, tiny) -> None:
-    text, saliency = model.generate(torch.randn(*tiny.grid), "Mô tả video", max_new_tokens=5)
-    assert isinstance(text, str) and len(saliency) == tiny.grid[0]
+def test_an_open_question_generates_text_and_a_grounding_query_skips_the_llm(
+    model: VideoQAModel, tiny
+) -> None:
+    features = torch.randn(*tiny.grid)
+    out = model.answer(features, "Mô tả video", [], duration_s=8.0, max_new_tokens=5)
+    assert out.text and out.index is None and len(out.saliency) == tiny.grid[0]
+    assert len(model.answer(features, "Mô tả video", [], duration_s=8.0, max_new_tokens=1).text) <= 1
+    windows = out.windows
+    assert len(windows) == 5 and all(0 <= a <= b <= 8.0 for a, b, _ in windows)
+    assert [c for *_, c in windows] == sorted((c for *_, c in windows), reverse=True)
+    located = model.answer(features, "Mô tả video", [], duration_s=8.0, generate=False)
+    assert located.text == "" and located.windows == windows
 
 
 def test_device_map_parsing() -> None:

@@ -109,7 +109,9 @@ def test_training_cuts_questions_exactly_as_answering_does(trained, tmp_path: Pa
     record = load_annotations(path)[0][0]
     record.key = record.video.removeprefix("videos/")
     model = Checkpoint.open(trained.run_dir / "best").load_model(FeatureCache(trained.cache_dir).spec)
-    example = make_example(record, model.tokenizer, model.num_video_tokens, np.arange(8.0), 0.5, model.budget)
+    example = make_example(
+        record, model.tokenizer, model.num_video_tokens, np.arange(8.0), 8.0, 0.5, model.budget
+    )
     text = fit_text(model.tokenizer, record.question, record.choices, model.budget)  # what answering reads
     assert example.truncated and len(model.llm.encode_text(text.question)) <= model.budget.max_question_tokens
     assert example.question_ids == model.llm.encode_text(question_text(text.question, text.choices))

@@ -145,9 +145,10 @@ def validate(
         colour = "red" if issue.level == "error" else "yellow"
         console.print(f"[{colour}]{issue.level}[/] {escape(str(issue))}", soft_wrap=True)
     errors = sum(i.level == "error" for i in issues)
-    counts = Counter(len(r.choices) for r in records)
-    by_choices = ", ".join(f"{n} with {k} choices" for k, n in sorted(counts.items()))
-    summary = f"{annotations}: {len(records)} questions ({by_choices}), {errors} error(s), "
+    counts = Counter(len(r.choices) for r in records if r.kind == "choice")
+    kinds = [f"{n} with {k} choices" for k, n in sorted(counts.items())]
+    kinds += [f"{n} {kind}" for kind in ("open", "grounding") if (n := sum(r.kind == kind for r in records))]
+    summary = f"{annotations}: {len(records)} questions ({', '.join(kinds)}), {errors} error(s), "
     summary += f"{len(issues) - errors} warning(s)"
     console.print(escape(summary), soft_wrap=True)
     if errors:

@@ -67,12 +67,16 @@ def train(
         "train.device_map": device_map,
     }
     cfg = settings(config, set_, base, flags)
-    table = Table("step", "accuracy", "hit@1 1s", "mIoU", title="validation")
+    columns = {
+        "answer_score": "answered right",
+        "hit@1_1s": "hit@1 1s",
+        "mIoU": "mIoU",
+        "span_mIoU": "span mIoU",
+    }
+    table = Table("step", *columns.values(), title="validation")
 
     def on_eval(step: int, metrics: dict) -> None:
-        table.add_row(
-            str(step), *(f"{metrics.get(k, float('nan')):.3f}" for k in ("accuracy", "hit@1_1s", "mIoU"))
-        )
+        table.add_row(str(step), *(f"{metrics.get(k, float('nan')):.3f}" for k in columns))
 
     try:
         with progress_bar("train", unit="steps") as update:
@@ -85,7 +89,9 @@ def train(
         raise typer.Exit(130) from None
     if table.row_count:
         out_console.print(table)
-    best = "n/a" if result.best_accuracy is None else f"{result.best_accuracy:.3f}"
+    best = (
+        "n/a" if result.best_accuracy is None else f"{result.best_accuracy:.3f}"
+    )  # accuracy and exact match
     loss = "n/a (no step in this session)" if math.isnan(result.final_loss) else f"{result.final_loss:.3f}"
     console.print(
         f"[green]run[/] {result.run_dir}: at step {result.steps} ({result.seconds:.1f} s this session), last "
@@ -140,7 +146,9 @@ def predict(
         f"[green]wrote[/] {result.submission_path} ({result.num_questions} questions) and {result.predictions_path}"
     )
     if result.num_fallback:
-        console.print(f"[yellow]{result.num_fallback} question(s) had no cached video and were answered 'A'")
+        console.print(
+            f"[yellow]{result.num_fallback} question(s) had no cached video and were answered 'A' (open ones left blank)"
+        )
 
 
 def infer(

@@ -115,8 +115,15 @@ def print_metrics(metrics: dict, title: str) -> None:
 def print_answer(answer, video: str, question: str) -> None:
     """One answer as `mark1 infer` and `mark1 demo` show it: choice, probabilities, moments, timings."""
     out_console.print(f"[bold]{answer.answer}[/]  ({video}: {question})")
-    out_console.print("  " + "  ".join(f"{k} {v:.3f}" for k, v in answer.probs.items()))
+    if answer.probs:
+        out_console.print("  " + "  ".join(f"{k} {v:.3f}" for k, v in answer.probs.items()))
     out_console.print(
         "  moments " + ", ".join(f"{m['time_s']:.2f} s ({m['score']:.2f})" for m in answer.moments)
     )
+    if answer.windows:
+        shown = answer.windows[:3]
+        out_console.print(
+            "  windows "
+            + ", ".join(f"{w['start_s']:.2f}-{w['end_s']:.2f} s ({w['score']:.2f})" for w in shown)
+        )
     out_console.print("  timings " + ", ".join(f"{k} {v:.3f} s" for k, v in answer.timings_s.items()))

@@ -227,14 +227,19 @@ def demo(
         int, typer.Option(min=10, help="Generated clips (80% train, 20% held-out test).")
     ] = 120,
     family: Annotated[
-        str, typer.Option(help="visual (fixed choice order) or binding (shuffled choices).")
+        str,
+        typer.Option(
+            help="visual (fixed choice order), binding (shuffled choices) or open (free descriptions, colour "
+            "questions and grounding queries)."
+        ),
     ] = "visual",
     seed: Annotated[int, typer.Option(help="Seed of the generated data.")] = 0,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
     """Offline end to end on generated videos with the tiny backbones: extract, train, eval, infer."""
-    from mark1.demo import FAMILIES, run_demo
+    from mark1.demo import run_demo
+    from mark1.synthetic import FAMILIES
 
     if family not in FAMILIES:
         raise typer.BadParameter(f"--family must be one of {', '.join(FAMILIES)}")

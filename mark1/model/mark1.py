@@ -29,6 +29,7 @@ class InferResult:
     letter: str | None
     probs: dict[str, float]  # letter → probability (empty for free text)
     moments: list[dict[str, float]]  # [{"time_s", "score"}], best first
+    windows: list[dict[str, float]]  # the span head's [{"start_s", "end_s", "score"}], most confident first
     saliency: list[float]  # per temporal position
     times_s: list[float]  # time of each temporal position
     timings_s: dict[str, float] = field(default_factory=dict)  # decode, encode, answer
@@ -89,19 +90,16 @@ class Mark1:
         features = self.features(clip)
         t2 = time.perf_counter()
         times = position_times(clip.frame_times_s, self.spec.tubelet_size).tolist()
-        if choices:
-            choices = letter_choices(choices, 0, "-", [])
-            out = self.model.answer(features, question, choices)
-            text, letter = choices[out.index], LETTERS[out.index]
-            probs, saliency = dict(zip(LETTERS, out.probs, strict=False)), out.saliency
-        else:
-            text, saliency = self.model.generate(
-                features, question, max_new_tokens or self.cfg.answer.max_new_tokens
-            )
-            letter, probs = None, {}
+        choices = letter_choices(choices, 0, "-", []) if choices else []
+        limit = max_new_tokens or self.cfg.answer.max_new_tokens
+        out = self.model.answer(features, question, choices, clip.duration_s, max_new_tokens=limit)
         t3 = time.perf_counter()
-        found = [{"time_s": round(t, 3), "score": round(s, 4)} for t, s in moments(saliency, times)]
+        letter = None if out.index is None else LETTERS[out.index]
+        probs = dict(zip(LETTERS, out.probs, strict=False))
+        found = [{"time_s": round(t, 3), "score": round(s, 4)} for t, s in moments(out.saliency, times)]
+        windows = [
+            {"start_s": round(a, 3), "end_s": round(b, 3), "score": round(c, 4)} for a, b, c in out.windows
+        ]
         timings = {"decode": t1 - t0, "encode": t2 - t1, "answer": t3 - t2}
-        return InferResult(
-            text, letter, probs, found, saliency, times, {k: round(v, 4) for k, v in timings.items()}
-        )
+        rounded = {k: round(v, 4) for k, v in timings.items()}
+        return InferResult(out.text, letter, probs, found, windows, out.saliency, times, rounded)

@@ -23,6 +23,8 @@ WEIGHTS_FILE = "projector.safetensors"
 class ProjectorOutput:
     soft_tokens: torch.Tensor  # (B, num_visual_queries, llm_dim)
     saliency_logits: torch.Tensor  # (B, T') one logit per temporal position
+    windows: torch.Tensor | None = None  # (B, Nt, 2) (centre, width) as fractions of the clip: the span head
+    window_logits: torch.Tensor | None = None  # (B, Nt) each window's confidence
 
 
 def _mlp(dim: int, hidden: int, out: int, dropout: float = 0.0) -> nn.Sequential:
@@ -69,7 +71,11 @@ class Projector(nn.Module):
     4. (saliency_reread) the fused visual queries read the video again, biased towards the salient moments;
     5. the visual queries become soft tokens (LLaVA-style Linear-GELU-Linear to the LLM width); each
        temporal position's pooled features are scored against every fused temporal query (scaled dot
-       product through small MLPs), max over queries: one saliency logit per position, for any T'.
+       product through small MLPs), max over queries: one saliency logit per position, for any T';
+    6. (span_head) each fused temporal query predicts a window with a confidence: its centre is where the
+       query attends over the temporal positions (their times as fractions of the clip, plus a learned
+       shift of up to one position), its width and confidence come from the query. Centres anchored on
+       positions learn from a few hundred clips where a free regression from the query needs far more.
     """
 
     def __init__(self, cfg: ProjectorConfig, video_dim: int, llm_dim: int) -> None:
@@ -105,6 +111,9 @@ class Projector(nn.Module):
             self.query_mlp = _mlp(dim, dim, dim)
         else:  # the seed's head: each temporal query → fixed T' logits, max over queries
             self.seed_head = _mlp(dim, dim, cfg.max_temporal_positions)
+        if cfg.span_head:
+            self.span_keys, self.span_queries = nn.Linear(dim, dim), nn.Linear(dim, dim)
+            self.span_out = _mlp(dim, dim, 3)  # centre shift, width logit, confidence logit
         for emb in (self.time_pos, self.row_pos, self.col_pos, self.segment):
             nn.init.normal_(emb.weight, std=0.02)
 
@@ -134,13 +143,25 @@ class Projector(nn.Module):
         fused = self.fusion_norm(self.fusion(sequence, src_key_padding_mask=padding))
         visual = fused[:, : cfg.num_visual_queries]
         temporal = fused[:, cfg.num_visual_queries : queries.shape[1]]  # (B, Nt, D)
-        saliency = self._saliency(x.mean(dim=(2, 3)), temporal)  # (B, T')
+        positions = x.mean(dim=(2, 3))  # (B, T', D)
+        saliency = self._saliency(positions, temporal)  # (B, T')
         if cfg.saliency_reread:
             # The visual queries read the video again, biased towards the moments the temporal head points
             # at (detached: saliency is taught by the support frames, the answer only uses it).
             bias = F.log_softmax(saliency.detach(), dim=-1)[:, :, None].expand(b, t, h * w).reshape(b, -1)
             visual = self.reread(visual, x.flatten(1, 3), bias)
-        return ProjectorOutput(self.soft_head(visual), saliency)
+        windows = self._windows(positions, temporal) if cfg.span_head else (None, None)
+        return ProjectorOutput(self.soft_head(visual), saliency, *windows)
+
+    def _windows(self, positions: torch.Tensor, temporal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """positions (B, T', D), temporal (B, Nt, D) → windows (B, Nt, 2) as (centre, width), logits (B, Nt)."""
+        t = positions.shape[1]
+        attend = self.span_queries(temporal) @ self.span_keys(positions).transpose(1, 2)  # (B, Nt, T')
+        weights = torch.softmax(attend / math.sqrt(positions.shape[-1]), dim=-1)
+        fractions = (torch.arange(t, device=positions.device, dtype=weights.dtype) + 0.5) / t
+        shift, width, confidence = self.span_out(temporal).unbind(-1)
+        centre = (weights @ fractions + torch.tanh(shift) / t).clamp(0, 1)
+        return torch.stack([centre, torch.sigmoid(width)], dim=-1), confidence
 
     def _saliency(self, positions: torch.Tensor, temporal: torch.Tensor) -> torch.Tensor:
         """positions (B, T', D) pooled per temporal position; temporal (B, Nt, D) fused queries → (B, T')."""
@@ -178,8 +199,17 @@ class Projector(nn.Module):
     def load(cls, directory: Path) -> Projector:
         try:
             meta = json.loads((directory / "projector.json").read_text())
+            meta["projector"].setdefault("span_head", False)  # saved before the span head existed
             model = cls(ProjectorConfig(**meta["projector"]), meta["video_dim"], meta["llm_dim"])
             model.load_state_dict(load_file(directory / WEIGHTS_FILE))
-        except (OSError, KeyError, TypeError, ValueError, RuntimeError, SafetensorError) as err:
+        except (
+            OSError,
+            KeyError,
+            TypeError,
+            ValueError,
+            AttributeError,
+            RuntimeError,
+            SafetensorError,
+        ) as err:
             raise CheckpointError(f"cannot load the projector from {directory}: {err}") from err
         return model

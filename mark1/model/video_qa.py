@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -15,7 +15,8 @@ from mark1.devices import Placement
 from mark1.errors import ConfigError
 from mark1.model.llm import FrozenLLM
 from mark1.model.projector import Projector, ProjectorOutput
-from mark1.prompt import FittedText, answer_ids, encode_prompt, fit_text, question_text, resolve_template
+from mark1.model.spans import SpanWeights, span_loss, windows_in_seconds
+from mark1.prompt import answer_ids, encode_prompt, fit_text, question_text, resolve_template
 
 
 @dataclass
@@ -23,16 +24,19 @@ class LossOutput:
     total: torch.Tensor
     answer: torch.Tensor
     saliency: torch.Tensor
+    span: torch.Tensor
 
 
 @dataclass
 class Answer:
-    """The answer to one multiple-choice question."""
+    """The answer to one question: a ranked choice, generated text, or (a grounding query) only where."""
 
-    index: int
+    index: int | None  # the chosen choice
     probs: list[float]  # one per choice, from the LLM's log-likelihood of each choice's text
     saliency: list[float]  # sigmoid of each temporal position's logit
     truncated: bool = False  # the question or a choice was cut to the prompt's token caps
+    text: str = ""  # the chosen choice ("B. Sai") or the generated answer
+    windows: list[tuple[float, float, float]] = field(default_factory=list)  # span head: (start, end, conf)
 
 
 class VideoQAModel(torch.nn.Module):
@@ -112,19 +116,30 @@ class VideoQAModel(torch.nn.Module):
             features.to(dev, torch.float32), words.to(dev, torch.float32), question_mask.to(dev)
         )
 
-    def loss(self, batch: Batch, lambda_temp: float, pos_weight: float) -> LossOutput:
-        """Cross-entropy on the answer tokens only + lambda_temp * BCE(pos_weight) on the saliency targets.
+    def loss(
+        self, batch: Batch, lambda_temp: float, pos_weight: float, spans: SpanWeights | None = None
+    ) -> LossOutput:
+        """Cross-entropy on the answer tokens only + lambda_temp * BCE(pos_weight) on the saliency targets
+        + the span head's loss where rows have spans. Rows without an answer (grounding queries) skip the
+        LLM.
 
-        Which positions are answer tokens and which rows have support frames is read from the batch on the
-        CPU, so the step never waits on the GPU to find them (no boolean indexing of device tensors).
+        Which positions are answer tokens and which rows have support frames or spans is read from the batch
+        on the CPU, so the step never waits on the GPU to find them (no boolean indexing of device tensors).
+        A loss with no rows to learn from is zero through its head, so every projector parameter gets a
+        gradient, as DistributedDataParallel expects.
         """
         out = self.project(batch.features, batch.question_ids, batch.question_mask)
-        embeds = self.llm.embed_prompt(batch.input_ids, out.soft_tokens)
         dev = self.projector_device
         targets = batch.labels[:, 1:]  # hidden state i predicts token i + 1
-        rows, cols = (targets != IGNORE).nonzero(as_tuple=True)
-        logits = self.llm.answer_logits(embeds, batch.attention_mask, rows, cols)
-        answer = F.cross_entropy(logits, targets[rows, cols].to(logits.device, non_blocking=True)).to(dev)
+        answered = (targets != IGNORE).any(dim=1).nonzero().squeeze(1)
+        if len(answered):
+            embeds = self.llm.embed_prompt(batch.input_ids[answered], out.soft_tokens[answered.to(dev)])
+            rows, cols = (targets[answered] != IGNORE).nonzero(as_tuple=True)
+            logits = self.llm.answer_logits(embeds, batch.attention_mask[answered], rows, cols)
+            picked = targets[answered][rows, cols].to(logits.device, non_blocking=True)
+            answer = F.cross_entropy(logits, picked).to(dev)
+        else:
+            answer = out.soft_tokens.sum() * 0.0
         supported = batch.has_support.nonzero().squeeze(1)
         if len(supported):
             saliency = F.binary_cross_entropy_with_logits(
@@ -132,9 +147,18 @@ class VideoQAModel(torch.nn.Module):
                 batch.saliency_target[supported].to(dev, non_blocking=True),
                 pos_weight=torch.full((), pos_weight, device=dev),
             )
-        else:  # zero, but through the head: every projector parameter gets a gradient, as DDP expects
+        else:
             saliency = out.saliency_logits.sum() * 0.0
-        return LossOutput(answer + lambda_temp * saliency, answer.detach(), saliency.detach())
+        span = torch.zeros((), device=dev)
+        if out.windows is not None:
+            if batch.num_spans.any():
+                span = span_loss(
+                    out.windows, out.window_logits, batch.span_target, batch.num_spans, spans or SpanWeights()
+                )
+            else:
+                span = (out.windows.sum() + out.window_logits.sum()) * 0.0
+        total = answer + lambda_temp * saliency + span
+        return LossOutput(total, answer.detach(), saliency.detach(), span.detach())
 
     @torch.no_grad()
     def answer(
@@ -142,37 +166,39 @@ class VideoQAModel(torch.nn.Module):
         features: torch.Tensor,
         question: str,
         choices: list[str],
+        duration_s: float = 1.0,
+        generate: bool = True,
+        max_new_tokens: int = 64,
         reuse_prompt: bool = True,
         where: str = "the question",
     ) -> Answer:
-        """Rank the choices by the LLM's log-likelihood of each choice's text after the shared prompt.
+        """Answer one question about (T', H', W', D) features of a clip of `duration_s` seconds.
 
-        features: (T', H', W', D); `reuse_prompt=False` re-runs the prompt per choice (the bench's baseline);
-        `where` names the question in an error ("row 3 (id q3)").
+        With choices: rank them by the LLM's log-likelihood of each choice's text after the shared prompt
+        (`reuse_prompt=False` re-runs the prompt per choice, the bench's baseline). Without: greedy KV-cached
+        generation of at most `max_new_tokens`, or, with `generate=False` (a grounding query), the LLM is
+        not run. Always the saliency and the span head's windows in seconds. `where` names the question in
+        an error ("row 3 (id q3)").
         """
         text = fit_text(self.tokenizer, question, choices, self.budget)
-        out, prompt = self._prompt(features, text, where)
-        answers = [answer_ids(self.tokenizer, c) for c in text.choices]
-        probs = torch.softmax(self.llm.choice_logprobs(prompt, answers, reuse_prompt), dim=0)
-        saliency = torch.sigmoid(out.saliency_logits[0]).tolist()
-        return Answer(int(probs.argmax()), probs.tolist(), saliency, text.truncated)
-
-    @torch.no_grad()
-    def generate(
-        self, features: torch.Tensor, question: str, max_new_tokens: int = 64
-    ) -> tuple[str, list[float]]:
-        """Free-text answer (no choices) with the KV cache; also returns the saliency."""
-        out, prompt = self._prompt(
-            features, fit_text(self.tokenizer, question, [], self.budget), "the question"
-        )
-        text = self.llm.generate(prompt, max_new_tokens)
-        return text, torch.sigmoid(out.saliency_logits[0]).tolist()
-
-    def _prompt(
-        self, features: torch.Tensor, text: FittedText, where: str
-    ) -> tuple[ProjectorOutput, torch.Tensor]:
-        """The projector's output for one question and its prompt's embeddings (1, P, D), soft tokens in."""
         ids = torch.tensor([self.llm.encode_text(question_text(text.question, text.choices))])
         out = self.project(features[None], ids, torch.ones_like(ids, dtype=torch.bool))
-        prompt = encode_prompt(self.tokenizer, text, self.num_video_tokens, self.budget, where)
-        return out, self.llm.embed_prompt(torch.tensor([prompt]), out.soft_tokens)
+        saliency = torch.sigmoid(out.saliency_logits[0]).tolist()
+        windows = (
+            []
+            if out.windows is None
+            else windows_in_seconds(out.windows[0], out.window_logits[0], duration_s)
+        )
+        result = Answer(None, [], saliency, text.truncated, windows=windows)
+        if not (choices or generate):
+            return result
+        prompt_ids = encode_prompt(self.tokenizer, text, self.num_video_tokens, self.budget, where)
+        prompt = self.llm.embed_prompt(torch.tensor([prompt_ids]), out.soft_tokens)
+        if not choices:
+            result.text = self.llm.generate(prompt, max_new_tokens)
+            return result
+        answers = [answer_ids(self.tokenizer, c) for c in text.choices]
+        probs = torch.softmax(self.llm.choice_logprobs(prompt, answers, reuse_prompt), dim=0)
+        result.index, result.probs = int(probs.argmax()), probs.tolist()
+        result.text = choices[result.index]
+        return result

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from mark1.annotations import QARecord
 from mark1.cache import FeatureCache
 from mark1.config import Config
 from mark1.errors import AnnotationError
@@ -36,7 +37,7 @@ class PredictResult:
     submission_path: Path
     predictions_path: Path
     num_questions: int
-    num_fallback: int  # questions whose video is not in the cache: answered "A" and counted
+    num_fallback: int  # questions whose video is not in the cache: answered "A" (or left blank) and counted
 
 
 def jsonl_bytes(rows: list[dict]) -> bytes:
@@ -52,16 +53,21 @@ def evaluate(
     model: VideoQAModel | None = None,
     on_item: Callable[[int, int], None] | None = None,
 ) -> EvalResult:
-    """Accuracy (overall, by number of choices) and temporal metrics; writes predictions.jsonl, then
-    metrics.json (last, naming the predictions' sha256: the two always belong together)."""
+    """Accuracy (overall, by number of choices), exact match and F1 of open answers, and temporal metrics;
+    writes predictions.jsonl, then metrics.json (last, naming the predictions' sha256: the two always
+    belong together)."""
     cache = FeatureCache(cache_dir)
     records = require_valid(annotations, cache)
-    if not any(r.answer is not None for r in records):
-        raise AnnotationError(f"{annotations} has no answers to score; use `mark1 predict` for a test file")
+    if not any(r.learnable for r in records):
+        raise AnnotationError(
+            f"{annotations} has no answers, support frames or spans to score; use `mark1 predict` for a test file"
+        )
     if out_dir is not None:
         check_output_dir(out_dir, "--out")
-    model = model or Checkpoint.open(checkpoint).load_model(cache.spec, cfg)
-    rows = score_records(model, cache, records, on_item)
+    ckpt = Checkpoint.open(checkpoint)
+    cfg = cfg or ckpt.config
+    model = model or ckpt.load_model(cache.spec, cfg)
+    rows = score_records(model, cache, records, on_item, cfg.answer.max_new_tokens)
     metrics = summarize(rows)
     if out_dir is None:
         return EvalResult(metrics, None, None)
@@ -80,10 +86,13 @@ def predict(
     cfg: Config | None = None,
     on_item: Callable[[int, int], None] | None = None,
 ) -> PredictResult:
-    """Answer every question (no answers needed): `id,answer` letters in input order + predictions.jsonl.
+    """Answer every question (no answers needed): `id,answer` in input order + predictions.jsonl. The answer
+    is a letter for a multiple-choice question, the generated text for an open one (CSV-quoted where it
+    needs it), blank for a grounding query (its windows are in predictions.jsonl).
 
     A question whose video is missing from the cache (e.g. it failed to extract) still gets a row: the
-    fallback letter "A", counted, and listed in unmatched.jsonl beside the submission.
+    fallback letter "A" (blank for the other kinds), counted, and listed in unmatched.jsonl beside the
+    submission.
     """
     cache = FeatureCache(cache_dir)
     records = require_valid(annotations)  # without the cache: a missing video is a fallback, not an error
@@ -93,16 +102,19 @@ def predict(
             f"--out {submission} would be overwritten by {submission.name}; name it e.g. submission.csv"
         )
     unmatched_rows = {i.row for i in match_videos(records, cache.keys())}
-    model = Checkpoint.open(checkpoint).load_model(cache.spec, cfg)
+    ckpt = Checkpoint.open(checkpoint)
+    cfg = cfg or ckpt.config
+    model = ckpt.load_model(cache.spec, cfg)
     matched = [r for r in records if r.row not in unmatched_rows]
-    scored = {r["id"]: r for r in score_records(model, cache, matched, on_item)}
+    scored = {r["id"]: r for r in score_records(model, cache, matched, on_item, cfg.answer.max_new_tokens)}
     unmatched = [r for r in records if r.row in unmatched_rows]
     write_atomic(submission.with_name(PREDICTIONS), jsonl_bytes(list(scored.values())))
     if unmatched:
         listed = [{"row": r.row, "id": r.id, "video": r.video} for r in unmatched]
         write_atomic(submission.with_name(UNMATCHED), jsonl_bytes(listed))
         log.warning(
-            "%d question(s) have no cached video (e.g. row %d, id %s: %s), answered A; all are listed in %s",
+            "%d question(s) have no cached video (e.g. row %d, id %s: %s), answered A (or blank); all are "
+            "listed in %s",
             len(unmatched),
             unmatched[0].row,
             unmatched[0].id,
@@ -115,5 +127,12 @@ def predict(
         writer = csv.writer(f)
         writer.writerow(["id", "answer"])
         for record in records:
-            writer.writerow([record.id, scored[record.id]["letter"] if record.id in scored else "A"])
+            writer.writerow([record.id, _submitted(record, scored.get(record.id))])
     return PredictResult(submission, submission.with_name(PREDICTIONS), len(records), len(unmatched))
+
+
+def _submitted(record: QARecord, row: dict | None) -> str:
+    """The submission's answer cell: a letter, an open question's text, or blank for a grounding query."""
+    if record.kind == "choice":
+        return row["letter"] if row else "A"
+    return row["text"] if row and record.kind == "open" else ""

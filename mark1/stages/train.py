@@ -68,7 +68,7 @@ class Progress:
     step: int = 0  # optimizer steps done
     skipped: int = 0
     best_accuracy: float | None = None
-    best_score: list[float] | None = None  # [accuracy, hit@1] of best/
+    best_score: list[float] | None = None  # [answer score, hit@1, span mIoU] of best/
 
 
 @dataclass
@@ -169,9 +169,9 @@ def _load_records(
     cache: FeatureCache, annotations: Path, val_annotations: Path | None, tc: TrainConfig
 ) -> tuple[list[QARecord], list[QARecord]]:
     """Validated training and validation questions (every video in the cache, every answer given)."""
-    records = require_valid(annotations, cache, need_answers=True)
+    records = require_valid(annotations, cache, for_training=True)
     if val_annotations is not None:
-        return records, require_valid(val_annotations, cache, need_answers=True)
+        return records, require_valid(val_annotations, cache, for_training=True)
     return split_by_video(records, tc.val_fraction, tc.seed)
 
 
@@ -271,6 +271,7 @@ def _after_step(run: Run, result: StepResult) -> float:
             loss=loss,
             answer_loss=mean_over_ranks(result.loss.answer, run.world),
             saliency_loss=mean_over_ranks(result.loss.saliency, run.world),
+            span_loss=mean_over_ranks(result.loss.span, run.world),
             lr=run.opt.scheduler.get_last_lr()[0],
             skipped=p.skipped,
         )
@@ -286,7 +287,8 @@ def validate(run: Run) -> dict:
     if not run.val_records or run.rank > 0:
         return {}
     p = run.progress
-    metrics = summarize(score_records(run.model, run.cache, run.val_records))
+    rows = score_records(run.model, run.cache, run.val_records, max_new_tokens=run.cfg.answer.max_new_tokens)
+    metrics = summarize(rows)
     run.metrics_log.write(kind="eval", step=p.step, epoch=p.epoch, **metrics)
     if run.on_eval is not None:
         run.on_eval(p.step, metrics)
@@ -302,10 +304,10 @@ def save(run: Run, directory: Path, metrics: dict | None = None) -> None:
 
 
 def _keep_best(run: Run, metrics: dict, always: bool = False) -> None:
-    """best/ holds the best validation (accuracy, then hit@1) so far, the later one on ties; without a
-    validation set, the latest epoch."""
+    """best/ holds the best validation (answer score: accuracy and exact match together, then hit@1, then
+    the span head's mIoU) so far, the later one on ties; without a validation set, the latest epoch."""
     p = run.progress
-    score = [metrics.get("accuracy", 0.0), metrics.get("hit@1_1s", 0.0)]
+    score = [metrics.get(k, 0.0) for k in ("answer_score", "hit@1_1s", "span_mIoU")]
     if always or (metrics and (p.best_score is None or score >= p.best_score)):
-        p.best_score, p.best_accuracy = score, metrics.get("accuracy")
+        p.best_score, p.best_accuracy = score, metrics.get("answer_score")
         save(run, run.out_dir / "best", metrics)

@@ -32,25 +32,38 @@ def test_visual_family_reaches_the_bar(tiny, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_binding_family_is_measured(tiny, tmp_path: Path) -> None:
-    """Shuffled choices: the projector must bind what it sees to the choice text. Reported, not a bar."""
+def test_open_family_reaches_the_bars(tiny, tmp_path: Path) -> None:
+    """Per clip a free description ("Biển báo màu đỏ, bên trái."; chance of an exact match: 1 in 8), a colour
+    question and a grounding query with only a span. The span head's windows must beat the window grown
+    from the saliency curve on the same rows."""
+    metrics = _run(tiny, tmp_path, 120, "open")
+    print("open family:", metrics)
+    assert metrics["open_questions"] == 24 and metrics["exact_match"] >= 0.8
+    assert metrics["accuracy"] >= 0.9 and metrics["hit@1_1s"] >= 0.9
+    assert metrics["span_questions"] == 72 and metrics["span_R@1_iou0.5"] >= 0.8
+    assert metrics["span_mIoU"] > metrics["mIoU"]
+
+
+@pytest.mark.slow
+def test_binding_family_reaches_the_bar(tiny, tmp_path: Path) -> None:
+    """Shuffled choices: the projector must bind what it sees to the choice text (1.000 with the span head;
+    0.708 without it, the 2-choice side questions at chance: README, Findings)."""
     metrics = _run(tiny, tmp_path, 120, "binding")
     print("binding family:", metrics)
+    assert metrics["accuracy"] >= 0.9
     assert metrics["hit@1_1s"] >= 0.80  # where the sign is does not depend on the choice order
 
 
 @pytest.mark.slow
-def test_visual_family_is_measured_through_a_tiny_llama(tiny, tmp_path: Path) -> None:
+def test_visual_family_reaches_the_bar_through_a_tiny_llama(tiny, tmp_path: Path) -> None:
     """A Llama-2-style LLM whose tokenizer has neither a placeholder nor a chat template, warmed up as the
-    tiny Qwen3 is. Where the sign is learns through it as through the Qwen3 (the bar below); which answer
-    the video supports does not yet: 0.563 on reproducible clips (sides 0.917, colours 0.19-0.25; the tiny
-    Qwen3: 1.000), so accuracy is reported, not barred (README, Findings)."""
+    tiny Qwen3 is (1.000; 0.563 before the warm-up's open questions: README, Findings)."""
     from mark1.tiny import write_tiny_llm
 
     llama = write_tiny_llm(tmp_path / "llms", "llama", tiny.sizes)
     metrics = _run(tiny, tmp_path / "run", 120, "visual", f"llm={llama}")
     print("visual family, tiny llama:", metrics)
-    assert metrics["hit@1_1s"] >= 0.80
+    assert metrics["accuracy"] >= 0.9 and metrics["hit@1_1s"] >= 0.80
     assert metrics["answered"] == metrics["questions"] == 48
 
 

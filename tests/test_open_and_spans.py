@@ -331,7 +331,7 @@ def test_a_mixed_file_validates_trains_resumes_evaluates_and_predicts(trained, c
 
 
 @pytest.mark.parametrize("fmt", ["qvhighlights", "charades"])
-def test_grounding_datasets_load_and_train(trained, tiny, tmp_path: Path, fmt: str) -> None:
+def test_grounding_datasets_validate_load_and_train(trained, tiny, cli, tmp_path: Path, fmt: str) -> None:
     """Files written in each dataset's own format, naming the cached clips by id as those datasets do."""
     from mark1.cache import FeatureCache
     from mark1.stages.evaluate import evaluate
@@ -354,6 +354,8 @@ def test_grounding_datasets_load_and_train(trained, tiny, tmp_path: Path, fmt: s
     else:
         path = tmp_path / "charades_sta_train.txt"
         path.write_text("".join(f"{Path(k).stem} 0.5 2.0##a sign appears\n" for k in keys))
+    checked = cli("validate", path, "--cache", trained.cache_dir)
+    assert checked.code == 0 and f"{len(keys)} questions ({len(keys)} grounding)" in checked.err, checked.err
     result = train(
         tiny.config("train.epochs=1", "train.val_fraction=0.3"), trained.cache_dir, path, tmp_path / "run"
     )

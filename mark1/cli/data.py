@@ -148,7 +148,8 @@ def validate(
     counts = Counter(len(r.choices) for r in records if r.kind == "choice")
     kinds = [f"{n} with {k} choices" for k, n in sorted(counts.items())]
     kinds += [f"{n} {kind}" for kind in ("open", "grounding") if (n := sum(r.kind == kind for r in records))]
-    summary = f"{annotations}: {len(records)} questions ({', '.join(kinds)}), {errors} error(s), "
+    by_kind = f" ({', '.join(kinds)})" if kinds else ""
+    summary = f"{annotations}: {len(records)} questions{by_kind}, {errors} error(s), "
     summary += f"{len(issues) - errors} warning(s)"
     console.print(escape(summary), soft_wrap=True)
     if errors:

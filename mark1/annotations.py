@@ -2,7 +2,9 @@
 QVHighlights (JSONL) and Charades-STA (text lines) → one normalized record type.
 
 A record is one of three kinds: multiple choice (choices, answer a choice), open (no choices, a free-text
-answer or none yet), grounding (no choices, no answer, spans: a query to locate in time).
+answer or none yet), grounding (no choices, no answer: a query to locate in time, by its spans). A row may
+say its `kind`; without one, a row with choices is multiple choice, one with spans and no answer grounding,
+any other open.
 
 Loading never raises for a bad row: every problem becomes an `Issue` naming the row and id, so
 `mark1 validate` can report them all at once; `require_valid` turns errors into one AnnotationError.
@@ -24,7 +26,7 @@ import pyarrow.parquet as pq
 from mark1.errors import AnnotationError
 from mark1.prompt import LETTERS
 
-KNOWN_KEYS = {"id", "question", "choices", "answer", "support_frames", "spans", "video_path", "video"}
+KNOWN_KEYS = {"id", "question", "choices", "answer", "support_frames", "spans", "video_path", "video", "kind"}
 # QVHighlights' keys; its saliency scores (per 2-second clip, from three annotators) are not used.
 QVHIGHLIGHTS_KEYS = {
     "qid",
@@ -36,7 +38,7 @@ QVHIGHLIGHTS_KEYS = {
     "saliency_scores",
 }
 KINDS = ("choice", "open", "grounding")
-_GROUNDING = "_grounding"  # set on rows of the grounding formats: a query to locate, never to answer
+_UNREADABLE = "_unreadable"  # a line of a line-based format that could not be read: a row error
 _CHARADES = re.compile(r"^(\S+)\s+([0-9.]+)\s+([0-9.]+)\s*##(.*)$")
 _CHOICE = re.compile(r"^\s*([A-Z])\s*[.)]\s*(.*)$", re.DOTALL)
 
@@ -132,10 +134,13 @@ def _read_file(path: Path) -> list[Any]:
 
 
 def _from_qvhighlights(raw: Any) -> Any:
-    """A QVHighlights line (`qid, query, vid, duration, relevant_windows`) as a grounding row; other rows
-    pass through."""
-    if not (isinstance(raw, dict) and "qid" in raw and "query" in raw and "vid" in raw):
+    """A QVHighlights line (`qid, query, vid, duration, relevant_windows`; recognised by `query` or
+    `relevant_windows`) as a grounding row; other rows pass through."""
+    if not (isinstance(raw, dict) and ("query" in raw or "relevant_windows" in raw)):
         return raw
+    missing = [k for k in ("qid", "query", "vid") if raw.get(k) in (None, "")]
+    if missing:
+        return {_UNREADABLE: f"a QVHighlights line needs 'qid', 'query' and 'vid'; missing {missing}"}
     unknown = {k: v for k, v in raw.items() if k not in QVHIGHLIGHTS_KEYS}
     spans = raw.get("relevant_windows")
     return {
@@ -144,7 +149,7 @@ def _from_qvhighlights(raw: Any) -> Any:
         "question": raw["query"],
         "video": raw["vid"],
         "spans": spans,
-        _GROUNDING: True,
+        "kind": "grounding",
     }
 
 
@@ -155,24 +160,20 @@ def _charades_rows(text: str, path: Path) -> list[dict[str, Any]]:
         if not line.strip():
             continue
         match = _CHARADES.match(line.strip())
-        if match is None:
-            raise AnnotationError(
-                f"{path} line {number} is not a Charades-STA line 'VIDEO START END##SENTENCE': {line[:80]!r}"
-            )
-        video, start, end, sentence = match.groups()
         try:
+            video, start, end, sentence = match.groups()  # type: ignore[union-attr]
             span = [float(start), float(end)]
-        except ValueError as err:
-            raise AnnotationError(
-                f"{path} line {number}: {start!r} or {end!r} is not a number of seconds"
-            ) from err
+        except (AttributeError, ValueError):  # no match, or a number such as "1.2.3"
+            message = f"line {number} is not a Charades-STA line 'VIDEO START END##SENTENCE': {line[:80]!r}"
+            rows.append({_UNREADABLE: message})
+            continue
         rows.append(
             {
                 "id": f"{video}_{number}",
                 "question": sentence,
                 "video": video,
                 "spans": [span],
-                _GROUNDING: True,
+                "kind": "grounding",
             }
         )
     return rows
@@ -191,6 +192,8 @@ def _maybe_json(value: Any) -> Any:
 def _parse_row(raw: Any, row: int) -> tuple[QARecord | None, list[Issue]]:
     if not isinstance(raw, dict):
         return None, [Issue(row, "?", f"expected an object, got {type(raw).__name__}")]
+    if _UNREADABLE in raw:
+        return None, [Issue(row, "?", raw[_UNREADABLE])]
     qid = raw.get("id")
     ok_id = isinstance(qid, (str, int)) and not isinstance(qid, bool) and str(qid).strip()
     qid = str(qid) if ok_id else None
@@ -208,11 +211,22 @@ def _parse_row(raw: Any, row: int) -> tuple[QARecord | None, list[Issue]]:
     video = raw.get("video_path", raw.get("video"))
     if not isinstance(video, str) or not video.strip():
         error("missing 'video_path' (or 'video')")
+    kind = raw.get("kind")
+    if kind is not None and kind not in KINDS:
+        error(f"'kind' must be one of {', '.join(KINDS)}, got {str(kind)[:40]!r}")
     choices = _maybe_json(raw.get("choices"))
     answer_text = None
-    if choices is None or choices == "" or choices == []:  # an open question (or a grounding query)
-        choices = []
-        answer_text = _parse_free_answer(raw.get("answer"), error)
+    if choices is None or (isinstance(choices, str) and not choices.strip()) or choices == []:
+        choices = []  # an open question, or a grounding query
+        if kind == "choice":
+            error("'kind' is choice but the row has no 'choices'")
+        elif kind == "grounding" and raw.get("answer") not in (None, ""):
+            issues.append(Issue(row, name, "a grounding query's 'answer' is not used", "warning"))
+        else:
+            answer_text = _parse_free_answer(raw.get("answer"), error)
+    elif kind in ("open", "grounding"):
+        error(f"'kind' is {kind} but the row has 'choices'")
+        choices = None
     elif (
         not isinstance(choices, list)
         or not 2 <= len(choices) <= len(LETTERS)
@@ -230,15 +244,10 @@ def _parse_row(raw: Any, row: int) -> tuple[QARecord | None, list[Issue]]:
     spans = _parse_spans(_maybe_json(raw.get("spans")), error)
     if any(i.level == "error" for i in issues):
         return None, issues
-    if choices:
-        kind = "choice"
-    elif raw.get(_GROUNDING) or (answer_text is None and spans):
-        kind = "grounding"
-    else:
-        kind = "open"
-    if kind == "grounding" and answer_text is not None:
-        issues.append(Issue(row, name, "a grounding query's 'answer' is ignored", "warning"))
-        answer_text = None
+    if kind is None:
+        kind = "choice" if choices else "grounding" if answer_text is None and spans else "open"
+    if any(start == end for start, end in spans):
+        issues.append(Issue(row, name, "a span of zero length never overlaps a window (IoU 0)", "warning"))
     record = QARecord(
         qid, _nfc(video), _nfc(question), choices, answer, support, spans, row, None, answer_text, kind
     )
@@ -250,6 +259,12 @@ def _parse_free_answer(value: Any, error) -> str | None:
         return None
     if not isinstance(value, str):
         error(f"'answer' of an open question must be text, got {value!r}")
+        return None
+    if re.fullmatch(r"\s*[A-Z]\s*[.)]?\s*", value):  # a multiple-choice file whose choices went missing
+        error(
+            f"'answer' is the letter {value.strip()!r} but the row has no 'choices' (a missing or misspelled "
+            "column?); give the choices, or write an open question's answer in words"
+        )
         return None
     return _nfc(value)
 
@@ -338,7 +353,7 @@ def load_annotations(path: Path) -> tuple[list[QARecord], list[Issue]]:
         record, row_issues = _parse_row(raw, number)
         issues += row_issues
         if isinstance(raw, dict):
-            unknown |= {str(k) for k in raw if k not in KNOWN_KEYS and k != _GROUNDING}
+            unknown |= {str(k) for k in raw if k not in KNOWN_KEYS}
         if record is not None:
             records.append(record)
     seen: dict[str, int] = {}

@@ -95,7 +95,7 @@ def make_example(
     text = fit_text(tokenizer, record.question, record.choices, budget, record.answer_text)
     encode = partial(encode_text, tokenizer)
     where = f"row {record.row} (id {record.id})"
-    prompt = encode_prompt(tokenizer, text, num_video_tokens, budget, where)
+    prompt = encode_prompt(tokenizer, text, num_video_tokens, budget, where, record.kind != "grounding")
     target = text.choices[record.answer] if record.answer is not None else text.answer
     answer = [] if target is None else answer_ids(tokenizer, target)
     return Example(
@@ -204,7 +204,7 @@ def budget_issues(
                 )
             )
         try:
-            encode_prompt(tokenizer, text, num_video_tokens, budget, "-")
+            encode_prompt(tokenizer, text, num_video_tokens, budget, "-", record.kind != "grounding")
         except AnnotationError as err:
             issues.append(Issue(record.row, record.id, str(err).removeprefix("-: ")))
     return issues

@@ -10,7 +10,6 @@ SQuAD scores them: exact match and token F1 after normalisation.
 
 from __future__ import annotations
 
-import re
 import string
 import unicodedata
 from collections import Counter, defaultdict
@@ -25,13 +24,14 @@ MAX_WINDOWS = 10  # predicted windows per query that mAP ranks, as Moment-DETR's
 
 
 def normalize_answer(text: str) -> str:
-    """Unicode NFC, lower case, punctuation removed (every Unicode punctuation character), spaces collapsed.
-    Unlike SQuAD's English rule, articles are kept: the answers are Vietnamese."""
+    """SQuAD's normalisation for any language: Unicode NFC, lower case, punctuation deleted (ASCII's and every
+    Unicode punctuation character), spaces collapsed. SQuAD also drops English articles; these answers are
+    Vietnamese, so nothing is dropped."""
     text = unicodedata.normalize("NFC", text).lower()
     text = "".join(
-        " " if unicodedata.category(c).startswith("P") or c in string.punctuation else c for c in text
+        c for c in text if not (c in string.punctuation or unicodedata.category(c).startswith("P"))
     )
-    return re.sub(r"\s+", " ", text).strip()
+    return " ".join(text.split())
 
 
 def exact_match(predicted: str, truth: str) -> bool:
@@ -147,13 +147,13 @@ def average_precision(
     return float(np.sum((recall[steps] - recall[steps - 1]) * precision[steps]))
 
 
-def span_metrics(rows: list[dict], prefix: str = "") -> dict:
-    """R@1 at IoU 0.3/0.5/0.7, mIoU and (for the span head, whose windows have confidences) mAP over rows
-    with ground-truth spans and predicted windows [start, end, score] in `windows`."""
+def span_metrics(rows: list[dict], prefix: str = "", with_map: bool = False) -> dict:
+    """R@1 at IoU 0.3/0.5/0.7 and mIoU over rows with ground-truth `spans` and predicted `windows`, best
+    first; `with_map`: also mAP, for windows [start, end, confidence]."""
     ious = [best_iou(r["windows"][0][:2], r["spans"]) for r in rows]
     metrics = {f"{prefix}R@1_iou{t:g}": float(np.mean([v >= t for v in ious])) for t in IOU_THRESHOLDS}
     metrics[f"{prefix}mIoU"] = float(np.mean(ious))
-    if prefix:
+    if with_map:
         by_threshold = {
             t: np.mean([average_precision(r["windows"], r["spans"], t) for r in rows]) for t in MAP_THRESHOLDS
         }
@@ -231,5 +231,5 @@ def summarize(rows: list[dict]) -> dict:
         ]
         metrics |= span_metrics(grown)  # the window grown from the saliency curve: R@1_iou0.5, mIoU
         if all(r.get("windows") for r in spanned):
-            metrics |= span_metrics(spanned, "span_")  # the span head's windows
+            metrics |= span_metrics(spanned, "span_", with_map=True)  # the span head's windows
     return metrics

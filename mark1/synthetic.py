@@ -156,6 +156,7 @@ def make_questions(clip: SignClip, rng: random.Random, video_path: str, family: 
         rows.append(
             {
                 "id": f"{clip.name}_describe",
+                "kind": "open",
                 "question": DESCRIBE,
                 "answer": describe(clip),
                 **evidence,
@@ -163,7 +164,15 @@ def make_questions(clip: SignClip, rng: random.Random, video_path: str, family: 
             }
         )
         located = {k: v for k, v in evidence.items() if k != "support_frames"}
-        rows.append({"id": f"{clip.name}_locate", "question": LOCATE, **located, "_type": "locate"})
+        rows.append(
+            {
+                "id": f"{clip.name}_locate",
+                "kind": "grounding",
+                "question": LOCATE,
+                **located,
+                "_type": "locate",
+            }
+        )
     return rows
 
 
@@ -192,10 +201,10 @@ def generate(
 def write_roadbuddy(path: Path, rows: list[dict], with_answers: bool = True) -> None:
     """Write rows in RoadBuddy's JSON shape; without answers it is a public-test style file."""
     keep = (
-        ("id", "question", "choices", "answer", "support_frames", "spans", "video_path")
+        ("id", "kind", "question", "choices", "answer", "support_frames", "spans", "video_path")
         if with_answers
-        else ("id", "question", "choices", "video_path")
-    )  # a grounding query without its spans reads as an open question: answered with text
+        else ("id", "kind", "question", "choices", "video_path")
+    )
     data = [{k: r[k] for k in keep if k in r} for r in rows]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"__count__": len(data), "data": data}, ensure_ascii=False, indent=1), "utf-8")

@@ -39,6 +39,9 @@ from mark1.prompt import LETTERS, VIDEO_TOKEN, answer_ids, encode_text, prepare_
 from mark1.training import step_optimizer
 
 log = logging.getLogger(__name__)
+# Bumped whenever the tiny models' bytes change (sizes, seeds, warm-up), so that the copies written under
+# $MARK1_HOME by an older Mark-1 are written again on first use. 2: the warm-up's open questions.
+TINY_VERSION, VERSION_FILE = "2", "mark1-tiny-version"
 
 # Same shape as Qwen3's template: with enable_thinking=False the generation prompt holds an empty think block.
 QWEN_TEMPLATE = (
@@ -362,6 +365,7 @@ def _write_tiny(
         tokenizer.save_pretrained(work / llm_dir.name)
         llm_dirs.append(llm_dir)
     for path in [*done, *llm_dirs]:
+        (work / path.name / VERSION_FILE).write_text(TINY_VERSION)
         fsync_tree(work / path.name)
         shutil.rmtree(path, ignore_errors=True)  # an older or partial copy: replaced whole
         os.replace(work / path.name, path)
@@ -369,11 +373,21 @@ def _write_tiny(
     return encoder_dir, llm_dirs
 
 
+def _is_current(model_dir: Path) -> bool:
+    try:
+        return (model_dir / "config.json").is_file() and (
+            model_dir / VERSION_FILE
+        ).read_text() == TINY_VERSION
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
 def ensure_available(name: str) -> None:
-    """Write the tiny backbones when `name` is one of their default paths and they are missing."""
+    """Write the tiny backbones when `name` is one of their default paths and they are missing, or were
+    written by a Mark-1 whose tiny models differ (an older warm-up)."""
     tiny_dir = mark1_home() / "tiny"
     path = Path(name)
-    if path.parent == tiny_dir and not (path / "config.json").is_file():
+    if path.parent == tiny_dir and not _is_current(path):
         log.info("writing tiny random-weight backbones to %s (once; about 15 s)", tiny_dir)
         family = path.name.removesuffix("-tiny")
         if family in TINY_LLMS and family != "qwen3":

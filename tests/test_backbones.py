@@ -90,3 +90,25 @@ def test_a_model_that_asks_to_run_its_own_code_is_refused(tiny, tmp_path: Path) 
     for load in (load_llm, load_tokenizer):
         with pytest.raises(ConfigError, match="asks to run its own code"):
             load(str(hostile))
+
+
+def test_tiny_models_of_an_older_mark1_are_written_again(tmp_path: Path, monkeypatch) -> None:
+    """Tiny models under $MARK1_HOME from before a warm-up change lack the current version file: written
+    again on first use; current ones are kept."""
+    import mark1.tiny as tiny_module
+
+    monkeypatch.setenv("MARK1_HOME", str(tmp_path))
+    written = []
+    monkeypatch.setattr(tiny_module, "write_tiny_backbones", lambda out: written.append(out))
+    llm_dir = tmp_path / "tiny" / "qwen3-tiny"
+    llm_dir.mkdir(parents=True)
+    (llm_dir / "config.json").write_text("{}")
+    tiny_module.ensure_available(str(llm_dir))  # no version file: an older Mark-1 wrote it
+    (llm_dir / tiny_module.VERSION_FILE).write_text("1")
+    tiny_module.ensure_available(str(llm_dir))
+    (llm_dir / tiny_module.VERSION_FILE).write_text(tiny_module.TINY_VERSION)
+    tiny_module.ensure_available(str(llm_dir))
+    tiny_module.ensure_available(
+        str(tmp_path / "elsewhere" / "qwen3-tiny")
+    )  # not the default place: untouched
+    assert written == [tmp_path / "tiny", tmp_path / "tiny"]

@@ -129,8 +129,8 @@ def test_loss_equals_the_full_logits_reference_on_a_mixed_batch(model: VideoQAMo
 def test_kv_cache_scoring_equals_rerunning_the_prompt(model: VideoQAModel, tiny) -> None:
     features = torch.randn(*tiny.grid)
     choices = ["A. Đỏ", "B. Xanh lá", "C. Xanh dương", "D. Vàng"]
-    cached = model.answer(features, "Biển báo màu gì?", choices, reuse_prompt=True)
-    rerun = model.answer(features, "Biển báo màu gì?", choices, reuse_prompt=False)
+    cached = model.answer(features, "Biển báo màu gì?", choices, duration_s=8.0, reuse_prompt=True)
+    rerun = model.answer(features, "Biển báo màu gì?", choices, duration_s=8.0, reuse_prompt=False)
     assert np.allclose(cached.probs, rerun.probs, atol=1e-5)
     assert abs(sum(cached.probs) - 1) < 1e-5 and len(cached.saliency) == tiny.grid[0]
 

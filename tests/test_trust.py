@@ -309,6 +309,13 @@ def test_unmatched_questions_are_counted_and_listed_in_a_file(trained, tmp_path:
     listed = [json.loads(line) for line in (tmp_path / "unmatched.jsonl").read_text().splitlines()]
     assert result.num_fallback == 50 and [r["id"] for r in listed] == [f"lost{i}" for i in range(50)]
     assert caplog.text.count("no cached video") == 1
+    predict(
+        trained.run_dir / "best",
+        trained.cache_dir,
+        trained.data_dir / "public_test.json",
+        tmp_path / "sub.csv",
+    )
+    assert not (tmp_path / "unmatched.jsonl").exists()  # the earlier list would name questions now answered
 
 
 def test_validate_reports_the_rows_the_token_caps_would_cut_or_refuse(trained, cli, tmp_path: Path) -> None:

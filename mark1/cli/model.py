@@ -89,20 +89,20 @@ def train(
         raise typer.Exit(130) from None
     if table.row_count:
         out_console.print(table)
-    best = (
-        "n/a" if result.best_accuracy is None else f"{result.best_accuracy:.3f}"
-    )  # accuracy and exact match
+    best = "n/a" if result.best_accuracy is None else f"{result.best_accuracy:.3f}"
     loss = "n/a (no step in this session)" if math.isnan(result.final_loss) else f"{result.final_loss:.3f}"
     console.print(
         f"[green]run[/] {result.run_dir}: at step {result.steps} ({result.seconds:.1f} s this session), last "
-        f"loss {loss}, best val accuracy {best}, skipped steps {result.skipped_steps}"
+        f"loss {loss}, best val answer score {best}, skipped steps {result.skipped_steps}"
     )
 
 
 def eval_(
     checkpoint: CheckpointOpt,
     cache: QuestionCacheOpt,
-    annotations: Annotated[Path, typer.Option("--annotations", help="Questions with answers.")],
+    annotations: Annotated[
+        Path, typer.Option("--annotations", help="Questions with answers, support frames or spans.")
+    ],
     out: Annotated[
         Path | None, typer.Option("--out", help="Writes metrics.json + predictions.jsonl here.")
     ] = None,

@@ -112,7 +112,11 @@ class Checkpoint:
             spec = CacheSpec(**meta["cache"])
         except (KeyError, TypeError) as err:
             raise CheckpointError(f"{meta_path} is damaged (cache spec: {err})") from err
-        config = Config.from_dict(meta.get("config", {}), source=str(meta_path))
+        saved = meta.get("config", {})
+        projector = saved.get("projector") if isinstance(saved, dict) else None
+        if isinstance(projector, dict):  # saved before the span head existed: its projector has none
+            saved = {**saved, "projector": {"span_head": False, **projector}}
+        config = Config.from_dict(saved, source=str(meta_path))
         return cls(path, config, spec, meta.get("llm_fingerprint"))
 
     def check_cache(self, spec: CacheSpec) -> None:

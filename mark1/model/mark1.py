@@ -92,7 +92,7 @@ class Mark1:
         times = position_times(clip.frame_times_s, self.spec.tubelet_size).tolist()
         choices = letter_choices(choices, 0, "-", []) if choices else []
         limit = max_new_tokens or self.cfg.answer.max_new_tokens
-        out = self.model.answer(features, question, choices, clip.duration_s, max_new_tokens=limit)
+        out = self.model.answer(features, question, choices, duration_s=clip.duration_s, max_new_tokens=limit)
         t3 = time.perf_counter()
         letter = None if out.index is None else LETTERS[out.index]
         probs = dict(zip(LETTERS, out.probs, strict=False))

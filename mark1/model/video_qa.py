@@ -124,7 +124,9 @@ class VideoQAModel(torch.nn.Module):
         LLM.
 
         Which positions are answer tokens and which rows have support frames or spans is read from the batch
-        on the CPU, so the step never waits on the GPU to find them (no boolean indexing of device tensors).
+        on the CPU, so the step never waits on the GPU to find them (no boolean indexing of device tensors);
+        the span head's matching waits once, for its cost matrices. The answer's cross-entropy averages over
+        answer tokens, so a long free answer weighs more than a short choice ("B. Sai"), as in any LM loss.
         A loss with no rows to learn from is zero through its head, so every projector parameter gets a
         gradient, as DistributedDataParallel expects.
         """
@@ -151,12 +153,8 @@ class VideoQAModel(torch.nn.Module):
             saliency = out.saliency_logits.sum() * 0.0
         span = torch.zeros((), device=dev)
         if out.windows is not None:
-            if batch.num_spans.any():
-                span = span_loss(
-                    out.windows, out.window_logits, batch.span_target, batch.num_spans, spans or SpanWeights()
-                )
-            else:
-                span = (out.windows.sum() + out.window_logits.sum()) * 0.0
+            weights = spans or SpanWeights()
+            span = span_loss(out.windows, out.window_logits, batch.span_target, batch.num_spans, weights)
         total = answer + lambda_temp * saliency + span
         return LossOutput(total, answer.detach(), saliency.detach(), span.detach())
 
@@ -166,7 +164,8 @@ class VideoQAModel(torch.nn.Module):
         features: torch.Tensor,
         question: str,
         choices: list[str],
-        duration_s: float = 1.0,
+        *,
+        duration_s: float,
         generate: bool = True,
         max_new_tokens: int = 64,
         reuse_prompt: bool = True,

@@ -64,9 +64,10 @@ def evaluate(
         )
     if out_dir is not None:
         check_output_dir(out_dir, "--out")
-    ckpt = Checkpoint.open(checkpoint)
-    cfg = cfg or ckpt.config
-    model = model or ckpt.load_model(cache.spec, cfg)
+    if model is None or cfg is None:  # a caller's model comes with its config (the demo, the tests)
+        ckpt = Checkpoint.open(checkpoint)
+        cfg = cfg or ckpt.config
+        model = model or ckpt.load_model(cache.spec, cfg)
     rows = score_records(model, cache, records, on_item, cfg.answer.max_new_tokens)
     metrics = summarize(rows)
     if out_dir is None:
@@ -109,6 +110,8 @@ def predict(
     scored = {r["id"]: r for r in score_records(model, cache, matched, on_item, cfg.answer.max_new_tokens)}
     unmatched = [r for r in records if r.row in unmatched_rows]
     write_atomic(submission.with_name(PREDICTIONS), jsonl_bytes(list(scored.values())))
+    if not unmatched:  # one from an earlier run would list questions this submission answered
+        submission.with_name(UNMATCHED).unlink(missing_ok=True)
     if unmatched:
         listed = [{"row": r.row, "id": r.id, "video": r.video} for r in unmatched]
         write_atomic(submission.with_name(UNMATCHED), jsonl_bytes(listed))

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 
 from mark1.annotations import QARecord
 from mark1.cache import FeatureCache
-from mark1.config import Config, TrainConfig
+from mark1.config import Config, ProjectorConfig, TrainConfig
 from mark1.data import QADataset, budget_issues, collate, split_by_video
 from mark1.devices import parse_device_map
 from mark1.distributed import barrier, init_distributed, mean_over_ranks
@@ -54,7 +54,7 @@ class TrainResult:
     run_dir: Path
     steps: int
     final_loss: float
-    best_accuracy: float | None
+    best_accuracy: float | None  # the best validation answer score: accuracy and exact match together
     skipped_steps: int  # non-finite losses or fp16 overflows, skipped rather than applied
     seconds: float
 
@@ -67,7 +67,7 @@ class Progress:
     batch: int = 0  # global batches done in this epoch
     step: int = 0  # optimizer steps done
     skipped: int = 0
-    best_accuracy: float | None = None
+    best_accuracy: float | None = None  # answer score (the name kept: checkpoints store it)
     best_score: list[float] | None = None  # [answer score, hit@1, span mIoU] of best/
 
 
@@ -146,6 +146,7 @@ def setup(
     issues = budget_issues(val_records, model.tokenizer, model.num_video_tokens, model.budget)
     if errors := [i for i in issues if i.level == "error"]:  # now, not when the first validation comes
         raise AnnotationError(f"validation question {errors[0]} ({len(errors)} in all)")
+    _warn_crowded_spans(train_records, model.projector.cfg)
     if world > 1:
         model.distribute()
     size = model.projector.num_parameters() / 1e6
@@ -163,6 +164,19 @@ def setup(
     metrics_log = MetricsLog(out_dir / "metrics.jsonl", progress.step if last else None, rank == 0)
     parts = (cfg, cache, model, dataset, val_records, opt, progress, metrics_log, out_dir, rank, world)
     return Run(*parts, batches_per_epoch, total_steps)
+
+
+def _warn_crowded_spans(records: list[QARecord], cfg: ProjectorConfig) -> None:
+    crowded = [r for r in records if len(r.spans) > cfg.num_temporal_queries]
+    if cfg.span_head and crowded:
+        log.warning(
+            "%d question(s) have more spans than the span head's %d windows (e.g. row %d, id %s): the extra "
+            "spans are not learned; raise projector.num_temporal_queries",
+            len(crowded),
+            cfg.num_temporal_queries,
+            crowded[0].row,
+            crowded[0].id,
+        )
 
 
 def _load_records(

@@ -26,7 +26,18 @@ import pyarrow.parquet as pq
 from mark1.errors import AnnotationError
 from mark1.prompt import LETTERS
 
-KNOWN_KEYS = {"id", "question", "choices", "answer", "support_frames", "spans", "video_path", "video", "kind"}
+KNOWN_KEYS = {
+    "id",
+    "question",
+    "choices",
+    "answer",
+    "support_frames",
+    "spans",
+    "video_path",
+    "video",
+    "kind",
+    "type",
+}
 # QVHighlights' keys; its saliency scores (per 2-second clip, from three annotators) are not used.
 QVHIGHLIGHTS_KEYS = {
     "qid",
@@ -58,6 +69,7 @@ class QARecord:
     key: str | None = None  # the cache key the video matched
     answer_text: str | None = None  # the free-text answer of an open row
     kind: str = "choice"  # choice, open or grounding: see the module's docstring
+    type: str | None = None  # what the question asks about ("side", "when", ...): eval reports each
 
     @property
     def letter(self) -> str | None:
@@ -248,8 +260,25 @@ def _parse_row(raw: Any, row: int) -> tuple[QARecord | None, list[Issue]]:
         kind = "choice" if choices else "grounding" if answer_text is None and spans else "open"
     if any(start == end for start, end in spans):
         issues.append(Issue(row, name, "a span of zero length never overlaps a window (IoU 0)", "warning"))
+    qtype = raw.get("type")
+    if qtype is not None and not (isinstance(qtype, str) and qtype.strip()):
+        issues.append(
+            Issue(row, name, f"'type' must be a short text, got {str(qtype)[:40]!r}; ignored", "warning")
+        )
+        qtype = None
     record = QARecord(
-        qid, _nfc(video), _nfc(question), choices, answer, support, spans, row, None, answer_text, kind
+        qid,
+        _nfc(video),
+        _nfc(question),
+        choices,
+        answer,
+        support,
+        spans,
+        row,
+        None,
+        answer_text,
+        kind,
+        qtype and _nfc(qtype),
     )
     return record, issues
 

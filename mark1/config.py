@@ -85,12 +85,22 @@ class ProjectorConfig:
     temporal_head: str = "scoring"  # "scoring" (per-position, any T') or "seed" (MLP to fixed T' logits)
     saliency_reread: bool = True  # visual queries re-read the video weighted by the temporal saliency
     span_head: bool = True  # each temporal query also predicts a window (centre, width) with a confidence
+    # The span head's windows also reach the LLM: one soft token per window after the visual ones, in time
+    # order, each the window's query scaled by its confidence plus an embedding of where it lies in the clip.
+    time_tokens: bool = False
+
+    @property
+    def num_soft_tokens(self) -> int:
+        """Soft tokens in the prompt: the visual ones, then (time_tokens) one per temporal query."""
+        return self.num_visual_queries + (self.num_temporal_queries if self.time_tokens else 0)
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_heads:
             raise ConfigError(
                 f"projector.hidden_size {self.hidden_size} must be divisible by projector.num_heads {self.num_heads}"
             )
+        if self.time_tokens and not self.span_head:
+            raise ConfigError("projector.time_tokens needs projector.span_head: the tokens are its windows")
         if self.temporal_head not in ("scoring", "seed"):
             raise ConfigError(
                 f"projector.temporal_head must be 'scoring' or 'seed', got {self.temporal_head!r}"

@@ -181,6 +181,12 @@ def summarize(rows: list[dict]) -> dict:
     open_ = [r for r in answered if r.get("kind") == "open"]
     if answered:  # the share answered right, multiple choice and open alike: what best/ keeps
         metrics["answer_score"] = float(np.mean([_correct(r) for r in answered]))
+    by_type = defaultdict(list)
+    for r in answered:
+        if r.get("type"):
+            by_type[r["type"]].append(_correct(r))
+    if by_type:  # right answers (choice or exact match) per question type: a regression in one shows
+        metrics["accuracy_by_type"] = {t: float(np.mean(v)) for t, v in sorted(by_type.items())}
     if choice:
         metrics["accuracy"] = float(np.mean([r["pred"] == r["answer"] for r in choice]))
         by_choices = defaultdict(list)

@@ -229,8 +229,8 @@ def demo(
     family: Annotated[
         str,
         typer.Option(
-            help="visual (fixed choice order), binding (shuffled choices) or open (free descriptions, colour "
-            "questions and grounding queries)."
+            help="visual (fixed choice order), binding (shuffled choices), open (free descriptions, colour "
+            "questions and grounding queries), or side, when, order, count (where and when)."
         ),
     ] = "visual",
     seed: Annotated[int, typer.Option(help="Seed of the generated data.")] = 0,

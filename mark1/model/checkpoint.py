@@ -114,8 +114,10 @@ class Checkpoint:
             raise CheckpointError(f"{meta_path} is damaged (cache spec: {err})") from err
         saved = meta.get("config", {})
         projector = saved.get("projector") if isinstance(saved, dict) else None
-        if isinstance(projector, dict):  # saved before the span head existed: its projector has none
-            saved = {**saved, "projector": {"span_head": False, **projector}}
+        if isinstance(
+            projector, dict
+        ):  # saved before the span head and time tokens: its projector has neither
+            saved = {**saved, "projector": {"span_head": False, "time_tokens": False, **projector}}
         config = Config.from_dict(saved, source=str(meta_path))
         return cls(path, config, spec, meta.get("llm_fingerprint"))
 

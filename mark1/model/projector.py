@@ -17,11 +17,14 @@ from mark1.config import ProjectorConfig
 from mark1.errors import CheckpointError, ConfigError
 
 WEIGHTS_FILE = "projector.safetensors"
+TIME_FREQUENCIES = (
+    6  # Fourier features of a window's centre and width: periods from 2 down to 1/16 of the clip
+)
 
 
 @dataclass
 class ProjectorOutput:
-    soft_tokens: torch.Tensor  # (B, num_visual_queries, llm_dim)
+    soft_tokens: torch.Tensor  # (B, num_soft_tokens, llm_dim)
     saliency_logits: torch.Tensor  # (B, T') one logit per temporal position
     windows: torch.Tensor | None = None  # (B, Nt, 2) (centre, width) as fractions of the clip: the span head
     window_logits: torch.Tensor | None = None  # (B, Nt) each window's confidence
@@ -114,6 +117,9 @@ class Projector(nn.Module):
         if cfg.span_head:
             self.span_keys, self.span_queries = nn.Linear(dim, dim), nn.Linear(dim, dim)
             self.span_out = _mlp(dim, dim, 3)  # centre shift, width logit, confidence logit
+        if cfg.time_tokens:
+            self.time_head = _mlp(dim, llm_dim, llm_dim)
+            self.time_in = nn.Linear(4 * TIME_FREQUENCIES, llm_dim)
         for emb in (self.time_pos, self.row_pos, self.col_pos, self.segment):
             nn.init.normal_(emb.weight, std=0.02)
 
@@ -150,8 +156,23 @@ class Projector(nn.Module):
             # at (detached: saliency is taught by the support frames, the answer only uses it).
             bias = F.log_softmax(saliency.detach(), dim=-1)[:, :, None].expand(b, t, h * w).reshape(b, -1)
             visual = self.reread(visual, x.flatten(1, 3), bias)
-        windows = self._windows(positions, temporal) if cfg.span_head else (None, None)
-        return ProjectorOutput(self.soft_head(visual), saliency, *windows)
+        windows, window_logits = self._windows(positions, temporal) if cfg.span_head else (None, None)
+        soft = self.soft_head(visual)
+        if cfg.time_tokens:
+            soft = torch.cat([soft, self._time_tokens(temporal, windows, window_logits)], dim=1)
+        return ProjectorOutput(soft, saliency, windows, window_logits)
+
+    def _time_tokens(
+        self, temporal: torch.Tensor, windows: torch.Tensor, logits: torch.Tensor
+    ) -> torch.Tensor:
+        """(B, Nt, llm_dim): each window's query, scaled by its confidence, plus a Fourier embedding of its
+        centre and width, sorted by centre so that the prompt holds them in time order."""
+        freqs = 2.0 ** torch.arange(TIME_FREQUENCIES, device=windows.device, dtype=windows.dtype) * math.pi
+        angles = windows[..., None] * freqs  # (B, Nt, 2, F)
+        where = torch.cat([angles.sin(), angles.cos()], dim=-1).flatten(2)  # (B, Nt, 4F)
+        tokens = self.time_head(temporal) * torch.sigmoid(logits)[..., None] + self.time_in(where)
+        order = windows[..., 0].argsort(dim=1)[..., None].expand_as(tokens)
+        return tokens.gather(1, order)
 
     def _windows(self, positions: torch.Tensor, temporal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """positions (B, T', D), temporal (B, Nt, D) → windows (B, Nt, 2) as (centre, width), logits (B, Nt)."""
@@ -199,7 +220,11 @@ class Projector(nn.Module):
     def load(cls, directory: Path) -> Projector:
         try:
             meta = json.loads((directory / "projector.json").read_text())
-            meta["projector"].setdefault("span_head", False)  # saved before the span head existed
+            meta["projector"] = {
+                "span_head": False,
+                "time_tokens": False,
+                **meta["projector"],
+            }  # saved before them
             model = cls(ProjectorConfig(**meta["projector"]), meta["video_dim"], meta["llm_dim"])
             model.load_state_dict(load_file(directory / WEIGHTS_FILE))
         except (

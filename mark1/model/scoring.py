@@ -47,6 +47,7 @@ def score_records(
                     "id": record.id,
                     "video": record.key,
                     "kind": record.kind,
+                    "type": record.type,
                     **_answer_fields(record, answer),
                     "moments": [
                         {"time_s": round(t, 3), "score": round(s, 4)}

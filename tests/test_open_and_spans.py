@@ -221,7 +221,7 @@ def test_matching_is_the_least_cost_assignment() -> None:
         windows = torch.rand(5, 2, generator=generator) * 0.5 + 0.1
         logits = torch.randn(5, generator=generator)
         truth = torch.rand(truth_count, 2, generator=generator) * 0.5 + 0.1
-        chosen, assigned = match(windows, logits, truth, w)
+        ((chosen, assigned),) = match(windows[None], logits[None], [truth], w)
         cost = (
             w.l1 * torch.cdist(windows, truth, p=1)
             - w.giou * generalized_iou(to_start_end(windows), to_start_end(truth))

@@ -48,17 +48,25 @@ def _match_cost(
 
 
 def match(
-    windows: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor, w: SpanWeights
-) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (predicted, ground truth) of the one-to-one assignment of least total cost; every
-    ground-truth window gets one predicted window when there are at least as many predicted."""
-    return _assign(_match_cost(windows.detach().float(), logits.detach().float(), targets.float(), w).cpu())
-
-
-def _assign(cost: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    windows: torch.Tensor, logits: torch.Tensor, truths: list[torch.Tensor], w: SpanWeights
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """For each row's windows (Nq, 2), logits (Nq,) and ground truth (G, 2): indices (predicted, ground truth)
+    of the one-to-one assignment of least total cost; every ground-truth window gets one predicted window
+    when there are at least as many predicted. The cost matrices of all rows reach the CPU in one copy: the
+    step waits on the GPU once, not once per row."""
+    costs = [
+        _match_cost(window.detach().float(), logit.detach().float(), truth.float(), w)
+        for window, logit, truth in zip(windows, logits, truths, strict=True)
+    ]
+    flat = torch.cat([c.flatten() for c in costs]).cpu().split([c.numel() for c in costs])
     # Non-finite predictions (from damaged features) still get a matching: their loss is NaN and the
     # training step is skipped and counted.
-    return linear_sum_assignment(torch.nan_to_num(cost, nan=1e6, posinf=1e6, neginf=-1e6).numpy())
+    return [
+        linear_sum_assignment(
+            torch.nan_to_num(cost, nan=1e6, posinf=1e6, neginf=-1e6).view(-1, len(truth)).numpy()
+        )
+        for cost, truth in zip(flat, truths, strict=True)
+    ]
 
 
 def span_loss(
@@ -69,21 +77,16 @@ def span_loss(
     is zero through the head.
 
     L1 and 1 - gIoU average over the matched pairs; the foreground BCE over every predicted window of the
-    rows with ground truth, an unmatched one's "background" target weighted BACKGROUND_WEIGHT. The cost
-    matrices of all rows reach the CPU in one copy: the step waits on the GPU once, not once per row.
+    rows with ground truth, an unmatched one's "background" target weighted BACKGROUND_WEIGHT.
     """
     rows = counts.nonzero().squeeze(1).tolist()
     if not rows:
         return (windows.sum() + logits.sum()) * 0.0
     truths = [targets[row, : counts[row]].to(windows.device, torch.float32) for row in rows]
-    costs = [
-        _match_cost(windows[row].detach().float(), logits[row].detach().float(), truth, w)
-        for row, truth in zip(rows, truths, strict=True)
-    ]
-    flat = torch.cat([c.flatten() for c in costs]).cpu().split([c.numel() for c in costs])
     pairs_pred, pairs_true, foreground = [], [], torch.zeros_like(logits[rows], dtype=torch.float32)
-    for i, (row, truth, cost) in enumerate(zip(rows, truths, flat, strict=True)):
-        p, g = _assign(cost.view(-1, len(truth)))
+    for i, (row, truth, (p, g)) in enumerate(
+        zip(rows, truths, match(windows[rows], logits[rows], truths, w), strict=True)
+    ):
         pairs_pred.append(windows[row, p])
         pairs_true.append(truth[g])
         foreground[i, torch.as_tensor(p)] = 1.0

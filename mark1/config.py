@@ -107,6 +107,10 @@ class ProjectorConfig:
             )
 
 
+# What a projector saved before a part existed had instead of it: read with these, it loads as it was saved.
+PROJECTOR_BEFORE = {"span_head": False, "time_tokens": False}
+
+
 @dataclass
 class TrainConfig:
     lr: float = 5e-5

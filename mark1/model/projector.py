@@ -13,7 +13,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from mark1.config import ProjectorConfig
+from mark1.config import PROJECTOR_BEFORE, ProjectorConfig
 from mark1.errors import CheckpointError, ConfigError
 
 WEIGHTS_FILE = "projector.safetensors"
@@ -220,12 +220,8 @@ class Projector(nn.Module):
     def load(cls, directory: Path) -> Projector:
         try:
             meta = json.loads((directory / "projector.json").read_text())
-            meta["projector"] = {
-                "span_head": False,
-                "time_tokens": False,
-                **meta["projector"],
-            }  # saved before them
-            model = cls(ProjectorConfig(**meta["projector"]), meta["video_dim"], meta["llm_dim"])
+            cfg = ProjectorConfig(**{**PROJECTOR_BEFORE, **meta["projector"]})
+            model = cls(cfg, meta["video_dim"], meta["llm_dim"])
             model.load_state_dict(load_file(directory / WEIGHTS_FILE))
         except (
             OSError,

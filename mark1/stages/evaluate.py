@@ -50,7 +50,6 @@ def evaluate(
     annotations: Path,
     out_dir: Path | None = None,
     cfg: Config | None = None,
-    model: VideoQAModel | None = None,
     on_item: Callable[[int, int], None] | None = None,
 ) -> EvalResult:
     """Accuracy (overall, by number of choices), exact match and F1 of open answers, and temporal metrics;
@@ -64,10 +63,7 @@ def evaluate(
         )
     if out_dir is not None:
         check_output_dir(out_dir, "--out")
-    if model is None or cfg is None:  # a caller's model comes with its config (the demo, the tests)
-        ckpt = Checkpoint.open(checkpoint)
-        cfg = cfg or ckpt.config
-        model = model or ckpt.load_model(cache.spec, cfg)
+    model, cfg = _load(checkpoint, cache, cfg)
     rows = score_records(model, cache, records, on_item, cfg.answer.max_new_tokens)
     metrics = summarize(rows)
     if out_dir is None:
@@ -103,9 +99,7 @@ def predict(
             f"--out {submission} would be overwritten by {submission.name}; name it e.g. submission.csv"
         )
     unmatched_rows = {i.row for i in match_videos(records, cache.keys())}
-    ckpt = Checkpoint.open(checkpoint)
-    cfg = cfg or ckpt.config
-    model = ckpt.load_model(cache.spec, cfg)
+    model, cfg = _load(checkpoint, cache, cfg)
     matched = [r for r in records if r.row not in unmatched_rows]
     scored = {r["id"]: r for r in score_records(model, cache, matched, on_item, cfg.answer.max_new_tokens)}
     unmatched = [r for r in records if r.row in unmatched_rows]
@@ -132,6 +126,14 @@ def predict(
         for record in records:
             writer.writerow([record.id, _submitted(record, scored.get(record.id))])
     return PredictResult(submission, submission.with_name(PREDICTIONS), len(records), len(unmatched))
+
+
+def _load(checkpoint: Path, cache: FeatureCache, cfg: Config | None) -> tuple[VideoQAModel, Config]:
+    """The checkpoint's model for this cache's features, and the config it answers with (`cfg`, else the
+    checkpoint's own)."""
+    ckpt = Checkpoint.open(checkpoint)
+    cfg = cfg or ckpt.config
+    return ckpt.load_model(cache.spec, cfg), cfg
 
 
 def _submitted(record: QARecord, row: dict | None) -> str:

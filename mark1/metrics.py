@@ -188,10 +188,10 @@ def summarize(rows: list[dict]) -> dict:
     if by_type:  # right answers (choice or exact match) per question type: a regression in one shows
         metrics["accuracy_by_type"] = {t: float(np.mean(v)) for t, v in sorted(by_type.items())}
     if choice:
-        metrics["accuracy"] = float(np.mean([r["pred"] == r["answer"] for r in choice]))
+        metrics["accuracy"] = float(np.mean([_correct(r) for r in choice]))
         by_choices = defaultdict(list)
         for r in choice:
-            by_choices[len(r["probs"])].append(r["pred"] == r["answer"])
+            by_choices[len(r["probs"])].append(_correct(r))
         metrics["accuracy_by_num_choices"] = {
             str(n): float(np.mean(v)) for n, v in sorted(by_choices.items())
         }

@@ -273,11 +273,11 @@ def _hinted(
     encoded = [encode_text(tokenizer, hint) for hint in hints]
     free = num_slots - sum(len(h) for h in encoded)
     gaps = sorted(rng.randint(0, free) for _ in encoded)  # sorted offsets: the hints never overlap
-    start = first
-    for gap, hint, before in zip(gaps, encoded, [0, *gaps], strict=False):
-        start += gap - before
+    placed = 0  # slots taken by the hints before this one
+    for gap, hint in zip(gaps, encoded, strict=True):
+        start = first + gap + placed
         prompt[start : start + len(hint)] = hint
-        start += len(hint)
+        placed += len(hint)
     target = answer_ids(tokenizer, answer)
     return prompt + target, [-100] * len(prompt) + target
 

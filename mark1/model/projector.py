@@ -17,9 +17,8 @@ from mark1.config import PROJECTOR_BEFORE, ProjectorConfig
 from mark1.errors import CheckpointError, ConfigError
 
 WEIGHTS_FILE = "projector.safetensors"
-TIME_FREQUENCIES = (
-    6  # Fourier features of a window's centre and width: periods from 2 down to 1/16 of the clip
-)
+# Fourier features of a window's centre and width: periods from 2 down to 1/16 of the clip.
+TIME_FREQUENCIES = 6
 
 
 @dataclass

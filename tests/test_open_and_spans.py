@@ -331,17 +331,8 @@ def test_a_mixed_file_validates_trains_resumes_evaluates_and_predicts(trained, c
     assert {s["epoch"] for s in steps if s["kind"] == "eval"} == {1, 2}
     assert any(s["kind"] == "train" and s["span_loss"] > 0 for s in steps)
 
-    scored = cli(
-        "eval",
-        "--checkpoint",
-        run / "best",
-        "--cache",
-        trained.cache_dir,
-        "--annotations",
-        mixed,
-        "--out",
-        tmp_path / "eval",
-    )
+    answering = ["--checkpoint", run / "best", "--cache", trained.cache_dir, "--annotations", mixed]
+    scored = cli("eval", *answering, "--out", tmp_path / "eval")
     assert scored.code == 0, scored.err
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["open_questions"] == 10 and 0 <= metrics["exact_match"] <= metrics["f1"] <= 1
@@ -357,17 +348,7 @@ def test_a_mixed_file_validates_trains_resumes_evaluates_and_predicts(trained, c
     assert metrics["questions"] == len(kinds) == len(_mixed_rows(trained.data_dir))
 
     submission = tmp_path / "submission.csv"
-    predicted = cli(
-        "predict",
-        "--checkpoint",
-        run / "best",
-        "--cache",
-        trained.cache_dir,
-        "--annotations",
-        mixed,
-        "--out",
-        submission,
-    )
+    predicted = cli("predict", *answering, "--out", submission)
     assert predicted.code == 0, predicted.err
     with submission.open(newline="", encoding="utf-8") as f:
         answers = {row["id"]: row["answer"] for row in csv.DictReader(f)}

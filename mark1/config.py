@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from mark1.errors import ConfigError
+from mark1.errors import CheckpointError, ConfigError
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 DECODE_BACKENDS = ("auto", "pyav", "decord")  # auto: the fastest here, see mark1.video.resolve_backend
@@ -85,22 +85,15 @@ class ProjectorConfig:
     temporal_head: str = "scoring"  # "scoring" (per-position, any T') or "seed" (MLP to fixed T' logits)
     saliency_reread: bool = True  # visual queries re-read the video weighted by the temporal saliency
     span_head: bool = True  # each temporal query also predicts a window (centre, width) with a confidence
-    # The span head's windows also reach the LLM: one soft token per window after the visual ones, in time
-    # order, each the window's query scaled by its confidence plus an embedding of where it lies in the clip.
-    time_tokens: bool = False
-
-    @property
-    def num_soft_tokens(self) -> int:
-        """Soft tokens in the prompt: the visual ones, then (time_tokens) one per temporal query."""
-        return self.num_visual_queries + (self.num_temporal_queries if self.time_tokens else 0)
+    # The fusion also reads one token per temporal position (its patches pooled, with its time embedding), so
+    # that what came first and how many times something appeared are worked out beside the question.
+    fuse_timeline: bool = True
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_heads:
             raise ConfigError(
                 f"projector.hidden_size {self.hidden_size} must be divisible by projector.num_heads {self.num_heads}"
             )
-        if self.time_tokens and not self.span_head:
-            raise ConfigError("projector.time_tokens needs projector.span_head: the tokens are its windows")
         if self.temporal_head not in ("scoring", "seed"):
             raise ConfigError(
                 f"projector.temporal_head must be 'scoring' or 'seed', got {self.temporal_head!r}"
@@ -108,7 +101,20 @@ class ProjectorConfig:
 
 
 # What a projector saved before a part existed had instead of it: read with these, it loads as it was saved.
-PROJECTOR_BEFORE = {"span_head": False, "time_tokens": False}
+PROJECTOR_BEFORE = {"span_head": False, "fuse_timeline": False}
+# Parts tried and taken out again, with the value under which a projector saved with one is still this model.
+PROJECTOR_RETIRED = {"time_tokens": False}
+
+
+def saved_projector(fields: dict, where: object) -> dict:
+    """A projector config saved by any Mark-1, as this one reads it: parts added since filled in as they were,
+    retired parts dropped (a projector that used one cannot be loaded: retrain it)."""
+    for key, value in PROJECTOR_RETIRED.items():
+        if fields.get(key, value) != value:
+            raise CheckpointError(
+                f"{where} was trained with projector.{key}, which this Mark-1 no longer has; retrain"
+            )
+    return {**PROJECTOR_BEFORE, **{k: v for k, v in fields.items() if k not in PROJECTOR_RETIRED}}
 
 
 @dataclass

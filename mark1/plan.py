@@ -615,15 +615,15 @@ def make_plan(
     for q in quantizations:
         if q not in QUANTIZATIONS:
             raise ConfigError(f"quantization must be among {', '.join(QUANTIZATIONS)}, got {q!r}")
-    if step.prompt_tokens <= projector_cfg.num_soft_tokens + step.answer_tokens:
+    if step.prompt_tokens <= projector_cfg.num_visual_queries + step.answer_tokens:
         raise ConfigError(
             f"--prompt-tokens {step.prompt_tokens} leaves no room for a question after "
-            f"{projector_cfg.num_soft_tokens} soft tokens and {step.answer_tokens} answer tokens"
+            f"{projector_cfg.num_visual_queries} soft tokens and {step.answer_tokens} answer tokens"
         )
     enc = read_encoder(encoder)
     side = enc.crop_size // enc.patch_size // pool
     grid = (num_frames // enc.tubelet_size, side, side, enc.hidden_size)
-    question_tokens = step.prompt_tokens - projector_cfg.num_soft_tokens - step.answer_tokens
+    question_tokens = step.prompt_tokens - projector_cfg.num_visual_queries - step.answer_tokens
     costs: dict[int, ProjectorCost] = {}
     precisions, notes = [], []
     for name in llms:

@@ -3,11 +3,9 @@ import pytest
 import torch
 
 from mark1.annotations import QARecord
-from mark1.backbones import load_llm, load_tokenizer
 from mark1.config import ProjectorConfig
 from mark1.data import IGNORE, collate, make_example, saliency_targets
 from mark1.devices import Placement, parse_device_map
-from mark1.model.llm import FrozenLLM
 from mark1.model.projector import Projector
 from mark1.model.video_qa import VideoQAModel
 
@@ -178,35 +176,3 @@ def test_device_maps_place_each_part_once_on_a_real_device() -> None:
         parse_device_map("projector=cpu,llm=cpu,llm=cpu")
     with pytest.raises(ConfigError, match="runs on cpu or cuda:N"):
         parse_device_map("projector=cpu,llm=meta")
-
-
-def test_time_tokens_follow_the_visual_ones_in_time_order(tiny) -> None:
-    """projector.time_tokens: one more soft token per window, sorted by the window's centre; the prompt gets
-    a placeholder for each, and training and answering run through them."""
-    import dataclasses
-
-    torch.manual_seed(0)
-    cfg = dataclasses.replace(tiny.config().projector, time_tokens=True)
-    llm = FrozenLLM(load_llm(str(tiny.llm_dir)), load_tokenizer(str(tiny.llm_dir)))
-    model = VideoQAModel(llm, Projector(cfg, tiny.video_dim, tiny.llm_dim))
-    assert model.num_video_tokens == cfg.num_visual_queries + cfg.num_temporal_queries == 37
-    features = torch.randn(2, *tiny.grid)
-    ids = torch.tensor([model.llm.encode_text("Lúc nào?")] * 2)
-    out = model.project(features, ids, torch.ones_like(ids, dtype=torch.bool))
-    assert out.soft_tokens.shape == (2, 37, tiny.llm_dim)
-    # in time order whatever order the queries found the windows in: shuffled inputs, the same tokens
-    temporal, logits = torch.randn(1, 5, cfg.hidden_size), torch.randn(1, 5)
-    windows = torch.tensor([[[0.9, 0.1], [0.1, 0.2], [0.5, 0.1], [0.3, 0.3], [0.7, 0.1]]])
-    shuffle = torch.tensor([3, 0, 4, 1, 2])
-    with torch.no_grad():
-        tokens = model.projector._time_tokens(temporal, windows, logits)
-        again = model.projector._time_tokens(temporal[:, shuffle], windows[:, shuffle], logits[:, shuffle])
-        first = model.projector._time_tokens(temporal[:, 1:2], windows[:, 1:2], logits[:, 1:2])
-    assert torch.allclose(tokens, again) and torch.allclose(tokens[:, :1], first)  # 0.1 comes first
-    example = make_example(_record(support=[1.0]), model.tokenizer, 37, np.arange(8.0), 8.0, 0.5)
-    assert example.input_ids.count(model.llm.video_token_id) == 37
-    loss = model.loss(collate([(features[0].numpy().astype(np.float16), example)]), 2.0, 10.0)
-    loss.total.backward()
-    assert all(p.grad is not None for n, p in model.projector.named_parameters() if n.startswith("time_"))
-    answer = model.answer(features[0], "Biển báo màu gì?", ["A. Đỏ", "B. Xanh lá"], duration_s=8.0)
-    assert answer.index in (0, 1) and len(answer.windows) == 5

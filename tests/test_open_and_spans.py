@@ -261,24 +261,6 @@ def test_the_span_loss_trains_the_span_head_only_where_rows_have_spans(model, ti
     model.projector.zero_grad()
 
 
-def test_a_projector_saved_before_the_span_head_loads_without_one(tmp_path: Path) -> None:
-    from dataclasses import replace
-
-    from mark1.config import ProjectorConfig
-    from mark1.model.projector import Projector
-
-    old = Projector(
-        replace(ProjectorConfig(hidden_size=32, num_heads=4, intermediate_size=64), span_head=False), 16, 32
-    )
-    old.save(tmp_path)
-    meta = json.loads((tmp_path / "projector.json").read_text())
-    del meta["projector"]["span_head"]  # as written before the span head existed
-    (tmp_path / "projector.json").write_text(json.dumps(meta))
-    loaded = Projector.load(tmp_path)
-    out = loaded(torch.randn(1, 4, 2, 2, 16), torch.randn(1, 3, 32), torch.ones(1, 3, dtype=torch.bool))
-    assert not loaded.cfg.span_head and out.windows is None and out.saliency_logits.shape == (1, 4)
-
-
 def _mixed_rows(data_dir: Path) -> list[dict]:
     """Per clip of the trained fixture: its multiple-choice rows, an open question and a grounding query."""
     rows = json.loads((data_dir / "train.json").read_text(encoding="utf-8"))["data"]

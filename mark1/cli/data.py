@@ -140,7 +140,7 @@ def validate(
 
         cfg = settings(config, set_, flags={"llm.name": llm})
         tokenizer = load_tokenizer(cfg.llm.name)
-        issues += budget_issues(records, tokenizer, cfg.projector.num_soft_tokens, cfg.prompt)
+        issues += budget_issues(records, tokenizer, cfg.projector.num_visual_queries, cfg.prompt)
     for issue in issues:
         colour = "red" if issue.level == "error" else "yellow"
         console.print(f"[{colour}]{issue.level}[/] {escape(str(issue))}", soft_wrap=True)

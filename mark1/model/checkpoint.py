@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from mark1.cache import CacheSpec
-from mark1.config import PROJECTOR_BEFORE, Config
+from mark1.config import Config, saved_projector
 from mark1.devices import parse_device_map
 from mark1.errors import CacheError, CheckpointError
 from mark1.files import fsync_dir, fsync_tree
@@ -114,8 +114,8 @@ class Checkpoint:
             raise CheckpointError(f"{meta_path} is damaged (cache spec: {err})") from err
         saved = meta.get("config", {})
         projector = saved.get("projector") if isinstance(saved, dict) else None
-        if isinstance(projector, dict):  # a config saved before some projector parts existed
-            saved = {**saved, "projector": {**PROJECTOR_BEFORE, **projector}}
+        if isinstance(projector, dict):  # a config saved by an older Mark-1
+            saved = {**saved, "projector": saved_projector(projector, meta_path)}
         config = Config.from_dict(saved, source=str(meta_path))
         return cls(path, config, spec, meta.get("llm_fingerprint"))
 

@@ -13,17 +13,15 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from mark1.config import PROJECTOR_BEFORE, ProjectorConfig
+from mark1.config import ProjectorConfig, saved_projector
 from mark1.errors import CheckpointError, ConfigError
 
 WEIGHTS_FILE = "projector.safetensors"
-# Fourier features of a window's centre and width: periods from 2 down to 1/16 of the clip.
-TIME_FREQUENCIES = 6
 
 
 @dataclass
 class ProjectorOutput:
-    soft_tokens: torch.Tensor  # (B, num_soft_tokens, llm_dim)
+    soft_tokens: torch.Tensor  # (B, num_visual_queries, llm_dim)
     saliency_logits: torch.Tensor  # (B, T') one logit per temporal position
     windows: torch.Tensor | None = None  # (B, Nt, 2) (centre, width) as fractions of the clip: the span head
     window_logits: torch.Tensor | None = None  # (B, Nt) each window's confidence
@@ -69,7 +67,9 @@ class Projector(nn.Module):
 
     1. video tokens → Linear(video_dim → D) + factorised temporal / row / column position embeddings;
     2. 32 visual + 5 temporal queries cross-attend to them;
-    3. transformer layers fuse [queries ; question embeddings from the frozen LLM] (padding masked);
+    3. transformer layers fuse [queries ; (fuse_timeline) one token per temporal position, its patches pooled ;
+       question embeddings from the frozen LLM] (padding masked): what came first and how many times
+       something appeared are worked out beside the question, over the positions in time order;
     4. (saliency_reread) the fused visual queries read the video again, biased towards the salient moments;
     5. the visual queries become soft tokens (LLaVA-style Linear-GELU-Linear to the LLM width); each
        temporal position's pooled features are scored against every fused temporal query (scaled dot
@@ -94,6 +94,8 @@ class Projector(nn.Module):
         self.cross = CrossAttentionBlock(dim, cfg.num_heads, cfg.intermediate_size, cfg.dropout)
         self.question_in = nn.Linear(llm_dim, dim)
         self.segment = nn.Embedding(2, dim)  # BERT's token types: 0 = query, 1 = question
+        if cfg.fuse_timeline:
+            self.timeline_segment = nn.Parameter(torch.randn(dim) * 0.02)
         layer = nn.TransformerEncoderLayer(
             dim,
             cfg.num_heads,
@@ -116,9 +118,6 @@ class Projector(nn.Module):
         if cfg.span_head:
             self.span_keys, self.span_queries = nn.Linear(dim, dim), nn.Linear(dim, dim)
             self.span_out = _mlp(dim, dim, 3)  # centre shift, width logit, confidence logit
-        if cfg.time_tokens:
-            self.time_head = _mlp(dim, llm_dim, llm_dim)
-            self.time_in = nn.Linear(4 * TIME_FREQUENCIES, llm_dim)
         for emb in (self.time_pos, self.row_pos, self.col_pos, self.segment):
             nn.init.normal_(emb.weight, std=0.02)
 
@@ -142,13 +141,17 @@ class Projector(nn.Module):
             + self.col_pos(torch.arange(w, device=dev))
         )
         queries = self.cross(self.queries.expand(b, -1, -1), x.flatten(1, 3))  # (B, Nv + Nt, D)
+        positions = x.mean(dim=(2, 3))  # (B, T', D) each temporal position's patches pooled
+        timeline = [positions + self.timeline_segment] if cfg.fuse_timeline else []
         words = self.question_in(question)  # (B, L, D)
-        sequence = torch.cat([queries + self.segment.weight[0], words + self.segment.weight[1]], dim=1)
-        padding = torch.cat([question_mask.new_zeros(b, queries.shape[1]), ~question_mask], dim=1)
+        sequence = torch.cat(
+            [queries + self.segment.weight[0], *timeline, words + self.segment.weight[1]], dim=1
+        )
+        seen = sequence.shape[1] - words.shape[1]  # queries and timeline: never padding
+        padding = torch.cat([question_mask.new_zeros(b, seen), ~question_mask], dim=1)
         fused = self.fusion_norm(self.fusion(sequence, src_key_padding_mask=padding))
         visual = fused[:, : cfg.num_visual_queries]
         temporal = fused[:, cfg.num_visual_queries : queries.shape[1]]  # (B, Nt, D)
-        positions = x.mean(dim=(2, 3))  # (B, T', D)
         saliency = self._saliency(positions, temporal)  # (B, T')
         if cfg.saliency_reread:
             # The visual queries read the video again, biased towards the moments the temporal head points
@@ -156,22 +159,7 @@ class Projector(nn.Module):
             bias = F.log_softmax(saliency.detach(), dim=-1)[:, :, None].expand(b, t, h * w).reshape(b, -1)
             visual = self.reread(visual, x.flatten(1, 3), bias)
         windows, window_logits = self._windows(positions, temporal) if cfg.span_head else (None, None)
-        soft = self.soft_head(visual)
-        if cfg.time_tokens:
-            soft = torch.cat([soft, self._time_tokens(temporal, windows, window_logits)], dim=1)
-        return ProjectorOutput(soft, saliency, windows, window_logits)
-
-    def _time_tokens(
-        self, temporal: torch.Tensor, windows: torch.Tensor, logits: torch.Tensor
-    ) -> torch.Tensor:
-        """(B, Nt, llm_dim): each window's query, scaled by its confidence, plus a Fourier embedding of its
-        centre and width, sorted by centre so that the prompt holds them in time order."""
-        freqs = 2.0 ** torch.arange(TIME_FREQUENCIES, device=windows.device, dtype=windows.dtype) * math.pi
-        angles = windows[..., None] * freqs  # (B, Nt, 2, F)
-        where = torch.cat([angles.sin(), angles.cos()], dim=-1).flatten(2)  # (B, Nt, 4F)
-        tokens = self.time_head(temporal) * torch.sigmoid(logits)[..., None] + self.time_in(where)
-        order = windows[..., 0].argsort(dim=1)[..., None].expand_as(tokens)
-        return tokens.gather(1, order)
+        return ProjectorOutput(self.soft_head(visual), saliency, windows, window_logits)
 
     def _windows(self, positions: torch.Tensor, temporal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """positions (B, T', D), temporal (B, Nt, D) → windows (B, Nt, 2) as (centre, width), logits (B, Nt)."""
@@ -219,7 +207,7 @@ class Projector(nn.Module):
     def load(cls, directory: Path) -> Projector:
         try:
             meta = json.loads((directory / "projector.json").read_text())
-            cfg = ProjectorConfig(**{**PROJECTOR_BEFORE, **meta["projector"]})
+            cfg = ProjectorConfig(**saved_projector(meta["projector"], directory))
             model = cls(cfg, meta["video_dim"], meta["llm_dim"])
             model.load_state_dict(load_file(directory / WEIGHTS_FILE))
         except (

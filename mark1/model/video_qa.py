@@ -92,7 +92,7 @@ class VideoQAModel(torch.nn.Module):
 
     @property
     def num_video_tokens(self) -> int:
-        return self.projector.cfg.num_soft_tokens
+        return self.projector.cfg.num_visual_queries
 
     def distribute(self) -> None:
         """Train the projector with DistributedDataParallel (the process group must be up)."""

@@ -173,8 +173,11 @@ def encode_prompt(
     `max_answer_tokens`; none for a grounding query, which is never `answered`) within `max_prompt_tokens`
     is refused, naming `where` (the row, or the question)."""
     ids = prompt_ids(tokenizer, budget.template, text.question, text.choices, num_video_tokens)
-    longest = max((len(answer_ids(tokenizer, c)) for c in text.choices), default=budget.max_answer_tokens + 1)
-    longest = longest if answered else 0
+    longest = (
+        max((len(answer_ids(tokenizer, c)) for c in text.choices), default=budget.max_answer_tokens + 1)
+        if answered
+        else 0
+    )
     if len(ids) + longest > budget.max_prompt_tokens:
         raise AnnotationError(
             f"{where}: the prompt and its answer take {len(ids) + longest} tokens, past "

@@ -100,11 +100,11 @@ def render_frame(clip: SignClip, index: int, noise: np.random.Generator) -> np.n
     centre = (np.abs(np.arange(w)[None, :] - w // 2) < max(1, w // 80)) & stripe & (ys >= h // 3)
     frame[centre] = (240, 240, 240)
     frame[:] = np.clip(frame.astype(np.int16) + noise.integers(-12, 13, (h, w, 1)), 0, 255).astype(np.uint8)
+    cy, r = int(0.42 * h), int(0.16 * h)
     for colour, side, start, end in clip.signs:
         if start <= t < end:
             # Inside the central h x h square, which survives the encoder's center crop of wide frames.
             cx = w // 2 + (-1 if side == SIDES[0] else 1) * int(0.25 * h)
-            cy, r = int(0.42 * h), int(0.16 * h)
             disc = (np.arange(w)[None, :] - cx) ** 2 + (ys - cy) ** 2 <= r * r
             frame[disc] = COLOURS[colour]
     return frame

@@ -11,6 +11,7 @@ import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,16 @@ from mark1.cache import (
 )
 from mark1.errors import CacheError
 from mark1.files import acquire_lock, fsync_dir, write_atomic
+
+
+@dataclass
+class EncodedClip:
+    """One video as stage one hands it to the writer: its features and metadata, or why it failed."""
+
+    key: str
+    features: np.ndarray | None = None  # [T', H', W', D] float16
+    meta: dict[str, Any] | None = None  # CLIP_FIELDS
+    error: str | None = None
 
 
 def merge_parts(cache_dir: Path) -> None:

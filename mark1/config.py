@@ -26,6 +26,7 @@ QUANTIZATIONS = (
     "nf4",
 )  # of the frozen LLM's weights (int8/nf4: bitsandbytes, the [quant] extra)
 PROMPT_TEMPLATES = ("auto", "chat", "plain")  # auto: the tokenizer's chat template where it has one
+TRACKERS = ("none", "tensorboard", "wandb")  # where training curves go besides metrics.jsonl (mark1.tracking)
 
 
 def mark1_home() -> Path:
@@ -61,6 +62,9 @@ class ExtractConfig:
     shard_mb: int = 1024  # ...or this many megabytes
     device: str = "auto"  # auto = cuda:0 when present, else cpu
     verify: bool = False  # read every cached clip first (as `mark1 cache verify`) and redo the damaged ones
+    # local: decode workers feed one encoder here; ray: a Ray Data pipeline over a cluster (mark1.ray_pipeline)
+    engine: str = "local"
+    address: str | None = None  # engine ray: a running cluster ("auto", "ray://HOST:10001"); none: local
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "shard_clips", "shard_mb"):
@@ -69,6 +73,8 @@ class ExtractConfig:
         if self.decode_workers < 0:
             raise ConfigError(f"extract.decode_workers must be >= 0, got {self.decode_workers!r}")
         _check_backend("extract.decode_backend", self.decode_backend)
+        if self.engine not in ("local", "ray"):
+            raise ConfigError(f"extract.engine must be local or ray, got {self.engine!r}")
 
 
 @dataclass
@@ -141,8 +147,12 @@ class TrainConfig:
     num_workers: int = 0  # cache-reading loader workers
     seed: int = 0
     device_map: str = "auto"  # e.g. "projector=cuda:0,llm=cuda:1"; auto splits over two GPUs
+    # also write metrics.jsonl's rows to runs/NAME/tensorboard/ or an offline wandb run (their [extras])
+    tracker: str = "none"
 
     def __post_init__(self) -> None:
+        if self.tracker not in TRACKERS:
+            raise ConfigError(f"train.tracker must be one of {', '.join(TRACKERS)}, got {self.tracker!r}")
         for name in ("batch_size", "grad_accum", "epochs"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)!r}")

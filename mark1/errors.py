@@ -27,3 +27,7 @@ class TrainingError(Mark1Error):
 
 class CheckpointError(Mark1Error):
     """A checkpoint that is missing, damaged, or made for other backbones or another cache."""
+
+
+class HubError(Mark1Error):
+    """A push to the Hugging Face Hub that cannot be made (offline, no token, no write access)."""

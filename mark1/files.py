@@ -57,6 +57,19 @@ def write_atomic(path: Path, data: bytes) -> None:
         f.write(data)
 
 
+def replace_dir(tmp: Path, directory: Path) -> None:
+    """Swap the fully written and fsynced `tmp` in as `directory`: the old one is moved aside as NAME.old,
+    the new one renamed in, then the old one removed. A run killed at any moment leaves the old directory
+    or the new one whole (readers fall back to NAME.old when NAME is missing)."""
+    old = directory.with_name(directory.name + ".old")
+    if directory.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        directory.rename(old)
+    tmp.rename(directory)
+    fsync_dir(directory.parent)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def check_output_file(path: Path, flag: str) -> None:
     """Before any work: `path` can be written as a file."""
     if path.is_dir():

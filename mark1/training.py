@@ -22,6 +22,7 @@ from mark1.model.spans import SpanWeights
 if TYPE_CHECKING:
     from mark1.data import Batch
     from mark1.model.video_qa import LossOutput, VideoQAModel
+    from mark1.tracking import Tracker
 
 
 def step_optimizer(
@@ -154,10 +155,13 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 class MetricsLog:
-    """runs/NAME/metrics.jsonl: one line per logged step and per evaluation."""
+    """runs/NAME/metrics.jsonl: one line per logged step and per evaluation, each also handed to the run's
+    tracker (TensorBoard, wandb), so that the curves and the file cannot disagree."""
 
-    def __init__(self, path: Path, resume_step: int | None, enabled: bool = True) -> None:
-        self.path, self.enabled = path, enabled
+    def __init__(
+        self, path: Path, resume_step: int | None, enabled: bool = True, tracker: Tracker | None = None
+    ) -> None:
+        self.path, self.enabled, self.tracker = path, enabled, tracker
         if not enabled:
             return
         if resume_step is None:
@@ -170,6 +174,14 @@ class MetricsLog:
         if self.enabled:
             with open(self.path, "a") as f:
                 f.write(json.dumps(row) + "\n")
+            if self.tracker is not None:
+                self.tracker.log(row)
+
+    def close(self, failed: bool = False) -> None:
+        """Flush and close the tracker (a failed or interrupted run says so where the tracker can)."""
+        if self.tracker is not None:
+            self.tracker.close(failed)
+            self.tracker = None
 
 
 def _step_of(line: str) -> float:

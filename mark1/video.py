@@ -147,13 +147,7 @@ def _decode_pyav(path: Path, num_frames: int, num_threads: int) -> _Sampled:
         if not container.streams.video:
             raise VideoError(f"{path}: no video stream")
         stream = container.streams.video[0]
-        packets = sorted(
-            (p.pts if p.pts is not None else p.dts, p.duration or 0, p.is_keyframe)
-            for p in container.demux(stream)
-            if p.size and (p.pts is not None or p.dts is not None)  # skip the demuxer's empty flush packets
-        )
-        if not packets:
-            raise VideoError(f"{path}: no video frames")
+        packets = _index_packets(container, stream, path)
         stamps = np.array([p[0] for p in packets])
         keyframes = np.array([p[0] for p in packets if p[2]])
         wanted = stamps[sample_indices(len(stamps), num_frames)]
@@ -171,6 +165,48 @@ def _decode_pyav(path: Path, num_frames: int, num_threads: int) -> _Sampled:
         fps=fps,
         num_source_frames=len(stamps),
     )
+
+
+def _index_packets(container, stream, path: Path) -> list[tuple[int, int, bool]]:
+    """(stamp, duration, is keyframe) of every frame's packet, in presentation order; nothing decoded."""
+    packets = sorted(
+        (p.pts if p.pts is not None else p.dts, p.duration or 0, p.is_keyframe)
+        for p in container.demux(stream)
+        if p.size and (p.pts is not None or p.dts is not None)  # skip the demuxer's empty flush packets
+    )
+    if not packets:
+        raise VideoError(f"{path}: no video frames")
+    return packets
+
+
+def frames_at(path: Path, times_s: list[float], num_threads: int = 0) -> list[np.ndarray]:
+    """The RGB frames (H, W, 3) uint8, upright, shown at `times_s`: seconds from the first frame, as
+    `Clip.frame_times_s` and the cache's times count them. Only what they need is decoded (PyAV), as
+    stage one decodes its samples; a time past the end gives the last frame."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise VideoError(f"{path}: no video stream")
+            stream = container.streams.video[0]
+            packets = _index_packets(container, stream, path)
+            stamps = np.array([p[0] for p in packets])
+            keyframes = np.array([p[0] for p in packets if p[2]])
+            offsets = (stamps - stamps[0]) * float(stream.time_base)
+            # the frame on screen at t: the last one presented at or before it (a hair of slack for rounding)
+            shown = [
+                stamps[max(0, int(np.searchsorted(offsets, t + 1e-6, side="right")) - 1)] for t in times_s
+            ]
+            stream.thread_type, stream.thread_count = "FRAME", num_threads
+            pictures = _decode_at(container, stream, sorted(set(int(s) for s in shown)), keyframes, path)
+    except VideoError:
+        raise
+    except Exception as err:  # PyAV raises its own types for every container/codec failure
+        raise VideoError(
+            f"{path}: cannot decode ({type(err).__name__}: {str(err).splitlines()[0][:200]})"
+        ) from err
+    return [pictures[int(s)] for s in shown]
 
 
 def _decode_at(

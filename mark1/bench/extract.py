@@ -36,11 +36,15 @@ def bench_extract(
     encode = batch.shape[0] / timed(lambda: encoder(batch), device, repeat=3)
     result.add("extract", f"encoder alone (preloaded frames, batch {batch.shape[0]})", encode, "clips/s")
     listed = [(p.name, p) for p in paths]
+    wholes = []
     for backend in backends:
         decode = decode_rate(listed, encoder.num_frames, encoder.crop_size, workers, backend)
-        run_cfg = dataclasses.replace(cfg, extract=dataclasses.replace(cfg.extract, decode_backend=backend))
-        stage = extract(run_cfg, videos, work / f"cache_{backend}", encoder=encoder)
+        local = dataclasses.replace(cfg.extract, decode_backend=backend, engine="local")
+        stage = extract(
+            dataclasses.replace(cfg, extract=local), videos, work / f"cache_{backend}", encoder=encoder
+        )
         whole = stage.num_extracted / stage.seconds
+        wholes.append(whole)
         result.add("extract", f"{backend}: decode alone ({workers} workers)", decode, "clips/s")
         result.add("extract", f"{backend}: whole stage", whole, "clips/s")
         result.add(
@@ -48,7 +52,23 @@ def bench_extract(
         )
         busy = stage.encode_seconds / stage.seconds
         result.add("extract", f"{backend}: encoder busy share of the stage", busy, "ratio")
+    if cfg.extract.engine == "ray":
+        ray_rate = bench_ray_engine(cfg, encoder, videos, work, backends[0])
+        result.add(
+            "extract", f"ray engine, {backends[0]}: whole stage (with Ray's start-up)", ray_rate, "clips/s"
+        )
+        result.add("extract", "ray engine / local engine, whole stage", ray_rate / wholes[0], "ratio")
     cache_dir = work / f"cache_{backends[0]}"
     result.add("extract", "bytes written per clip", FeatureCache(cache_dir).info()["bytes_per_clip"], "bytes")
     add_peak(result, "extract", device)
     return cache_dir
+
+
+def bench_ray_engine(cfg: Config, encoder: VideoEncoder, videos: Path, work: Path, backend: str) -> float:
+    """Clips per second of `extract --engine ray` over the same clips, the same encoder's weights written for
+    its actors to load (a benchmark's encoder may exist only in memory)."""
+    encoder.model.save_pretrained(work / "encoder")
+    ray_extract = dataclasses.replace(cfg.extract, decode_backend=backend)
+    run_cfg = dataclasses.replace(cfg, encoder=str(work / "encoder"), extract=ray_extract)
+    stage = extract(run_cfg, videos, work / "cache_ray")
+    return stage.num_extracted / stage.seconds

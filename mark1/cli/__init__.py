@@ -12,7 +12,7 @@ import typer
 from rich.logging import RichHandler
 from rich.markup import escape
 
-from mark1.cli import data, model, tools
+from mark1.cli import data, hub, model, tools
 from mark1.cli.options import console
 from mark1.errors import Mark1Error
 
@@ -30,6 +30,8 @@ app.command()(model.train)
 app.command("eval")(model.eval_)
 app.command()(model.predict)
 app.command()(model.infer)
+app.command()(hub.push)
+app.command()(hub.export)
 app.command()(tools.bench)
 app.command()(tools.plan)
 app.command()(tools.demo)

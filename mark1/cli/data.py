@@ -47,6 +47,14 @@ def extract(
     verify: Annotated[
         bool | None, typer.Option("--verify", help="First read every cached clip; redo the damaged ones.")
     ] = None,
+    engine: Annotated[
+        str | None,
+        typer.Option(help='local, or ray: decode on a Ray cluster\'s CPUs, encode on its GPUs (".[ray]").'),
+    ] = None,
+    address: Annotated[
+        str | None,
+        typer.Option(help="--engine ray: a running cluster (auto, ray://HOST:10001); none: local."),
+    ] = None,
     set_: SetOpt = None,
 ) -> None:
     """Stage one: run the frozen video encoder once over every video and write the feature cache (resumable)."""
@@ -61,6 +69,8 @@ def extract(
         "extract.decode_workers": decode_workers,
         "extract.decode_backend": decode_backend,
         "extract.verify": verify,
+        "extract.engine": engine,
+        "extract.address": address,
     }
     cfg = settings(config, set_, flags=flags)
     with progress_bar("extract") as update:

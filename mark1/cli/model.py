@@ -51,13 +51,17 @@ def train(
     device_map: Annotated[
         str | None, typer.Option(help="e.g. projector=cuda:0,llm=cuda:1 (default auto).")
     ] = None,
+    tracker: Annotated[
+        str | None,
+        typer.Option(help="Also log the curves: tensorboard (--out/tensorboard/), wandb (offline) or none."),
+    ] = None,
     set_: SetOpt = None,
 ) -> None:
     """Stage two: train the projector on cached features (no encoder, no video decoding)."""
     from mark1.stages.train import train as run_train
 
     # A resumed run keeps the config it started with, unless --config says otherwise; flags apply on top.
-    base = checkpoint_config(out / "last") if resume else None
+    base = checkpoint_config(out / "last", hub=False) if resume else None
     flags = {
         "llm.name": llm,
         "train.val_fraction": val_fraction,
@@ -65,6 +69,7 @@ def train(
         "train.lr": lr,
         "train.batch_size": batch_size,
         "train.device_map": device_map,
+        "train.tracker": tracker,
     }
     cfg = settings(config, set_, base, flags)
     columns = {
@@ -110,18 +115,42 @@ def eval_(
     llm: LlmOpt = None,
     device_map: AnswerDeviceMapOpt = None,
     set_: SetOpt = None,
+    report: Annotated[
+        Path | None,
+        typer.Option(help="Also write one self-contained HTML page: metrics and the worst questions."),
+    ] = None,
+    report_worst: Annotated[
+        int | None, typer.Option(min=0, help="Questions the report shows with timeline and frames (12).")
+    ] = None,
+    videos: Annotated[
+        Path | None,
+        typer.Option(help="Folder of the videos, for the report's frames (default: beside --annotations)."),
+    ] = None,
 ) -> None:
     """Score a checkpoint: accuracy (overall, by number of choices) and temporal grounding metrics."""
+    from mark1.report import REPORT_WORST
     from mark1.stages.evaluate import evaluate
 
     cfg = settings(
         config, set_, checkpoint_config(checkpoint), {"llm.name": llm, "answer.device_map": device_map}
     )
     with progress_bar("eval", unit="questions") as update:
-        result = evaluate(checkpoint, cache, annotations, out, cfg=cfg, on_item=update)
+        result = evaluate(
+            checkpoint,
+            cache,
+            annotations,
+            out,
+            cfg=cfg,
+            on_item=update,
+            report=report,
+            report_worst=REPORT_WORST if report_worst is None else report_worst,
+            videos=videos,
+        )
     print_metrics(result.metrics, f"eval {annotations.name}")
     if out is not None:
         console.print(f"[green]wrote[/] {result.metrics_path} and {result.predictions_path}")
+    if result.report_path is not None:
+        console.print(f"[green]wrote[/] {result.report_path}")
 
 
 def predict(

@@ -40,7 +40,12 @@ EncoderOpt = Annotated[
     str | None, typer.Option("--encoder", help="Video encoder: hub id or local directory.")
 ]
 LlmOpt = Annotated[str | None, typer.Option("--llm", help="LLM: hub id or local directory.")]
-CheckpointOpt = Annotated[Path, typer.Option("--checkpoint", help="runs/NAME/best or runs/NAME/last.")]
+CheckpointOpt = Annotated[
+    Path,
+    typer.Option(
+        "--checkpoint", help="runs/NAME/best, runs/NAME/last, or a Hub id owner/name (owner/name@REV)."
+    ),
+]
 QuestionCacheOpt = Annotated[
     Path, typer.Option("--cache", help="Feature cache holding the questions' videos.")
 ]
@@ -66,11 +71,12 @@ def settings(
     return with_flags(cfg, flags or {})
 
 
-def checkpoint_config(checkpoint: Path) -> Config:
-    """The config a checkpoint was trained with: the base that eval, predict, infer and --resume build on."""
+def checkpoint_config(checkpoint: Path, hub: bool = True) -> Config:
+    """The config a checkpoint was trained with: the base that eval, predict, infer and --resume build on
+    (--resume: `hub` False, a local directory only)."""
     from mark1.model.checkpoint import Checkpoint
 
-    return Checkpoint.open(checkpoint).config
+    return Checkpoint.open(checkpoint, hub=hub).config
 
 
 @contextmanager

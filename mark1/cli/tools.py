@@ -49,6 +49,10 @@ def bench(
             "a hub id or a config.json; default qwen3-0.6b); llm.quantization applies."
         ),
     ] = None,
+    engine: Annotated[
+        str | None,
+        typer.Option(help='extract: with ray, also the Ray Data engine beside the local one (".[ray]").'),
+    ] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
@@ -66,7 +70,7 @@ def bench(
 
     if json_out is not None:
         check_output_file(json_out, "--json")
-    cfg = settings(config or "tiny", set_)
+    cfg = settings(config or "tiny", set_, flags={"extract.engine": engine})
     with console.status(f"benchmarking {', '.join(stages)} ({size})"):
         result = run_bench(stages, cfg, size, device, clips, memory_gb, full_llm=llm or FULL_LLM)
     table = Table(

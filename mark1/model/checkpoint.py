@@ -22,7 +22,7 @@ from mark1.cache import CacheSpec
 from mark1.config import Config, saved_projector
 from mark1.devices import parse_device_map
 from mark1.errors import CacheError, CheckpointError
-from mark1.files import fsync_dir, fsync_tree
+from mark1.files import fsync_tree, replace_dir
 from mark1.model.llm import FrozenLLM
 from mark1.model.projector import Projector
 from mark1.model.video_qa import VideoQAModel
@@ -70,13 +70,7 @@ def save_checkpoint(
             f"cannot write checkpoint {directory} ({err}); the previous one there is intact: free disk space "
             "and continue with --resume"
         ) from err
-    old = directory.with_name(directory.name + ".old")
-    if directory.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        directory.rename(old)
-    tmp.rename(directory)
-    fsync_dir(directory.parent)
-    shutil.rmtree(old, ignore_errors=True)
+    replace_dir(tmp, directory)
 
 
 @dataclass
@@ -88,10 +82,21 @@ class Checkpoint:
     cache_spec: CacheSpec  # the features the projector was trained on
     # Of the LLM it was trained through (None: a checkpoint from before they were kept).
     llm_fingerprint: str | None
+    metrics: dict[str, Any] = dataclasses.field(default_factory=dict)  # validation, when it was saved
 
     @classmethod
-    def open(cls, directory: Path | str) -> Checkpoint:
-        path = _resolve(Path(directory))
+    def open(
+        cls,
+        directory: Path | str,
+        *,
+        hub: bool = True,
+        revision: str | None = None,
+        local_files_only: bool = False,
+    ) -> Checkpoint:
+        """A local checkpoint directory, or (`hub`, and no such directory) a Hub id `owner/name[@revision]`
+        fetched through the Hub cache (`mark1.model.hub`; HF_HUB_OFFLINE or `local_files_only`: the cache
+        only). Resuming passes hub=False: a run continues in a local directory only."""
+        path = _resolve(Path(directory), hub, revision, local_files_only)
         meta_path = path / META_FILE
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
@@ -117,7 +122,10 @@ class Checkpoint:
         if isinstance(projector, dict):  # a config saved by an older Mark-1
             saved = {**saved, "projector": saved_projector(projector, meta_path)}
         config = Config.from_dict(saved, source=str(meta_path))
-        return cls(path, config, spec, meta.get("llm_fingerprint"))
+        metrics = meta.get("metrics")
+        return cls(
+            path, config, spec, meta.get("llm_fingerprint"), metrics if isinstance(metrics, dict) else {}
+        )
 
     def check_cache(self, spec: CacheSpec) -> None:
         """A checkpoint works only on features of the encoder and sampling it was trained on."""
@@ -170,13 +178,17 @@ class Checkpoint:
         return model
 
 
-def _resolve(directory: Path) -> Path:
+def _resolve(directory: Path, hub: bool, revision: str | None, local_files_only: bool) -> Path:
     if (directory / META_FILE).is_file():
         return directory
     old = directory.with_name(directory.name + ".old")
     if (old / META_FILE).is_file():  # killed between moving the old one aside and renaming the new one in
         return old
+    from mark1.model import hub as hub_module  # it imports this module: a Hub id is the rarer case
+
+    if hub and not directory.exists() and hub_module.names_hub_repo(directory):
+        return hub_module.download_checkpoint(str(directory), revision, local_files_only)
+    where = "runs/NAME/best, runs/NAME/last or a Hub id owner/name" if hub else "a local runs/NAME/last"
     raise CheckpointError(
-        f"no Mark-1 checkpoint at {directory} ({META_FILE} missing); "
-        "point --checkpoint at runs/NAME/best or runs/NAME/last"
+        f"no Mark-1 checkpoint at {directory} ({META_FILE} missing); point --checkpoint at {where}"
     )

@@ -6,6 +6,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -16,6 +17,7 @@ from mark1.devices import parse_device_map
 from mark1.encoder import VideoEncoder
 from mark1.errors import AnnotationError
 from mark1.metrics import moments
+from mark1.model import hub
 from mark1.model.checkpoint import Checkpoint
 from mark1.model.video_qa import VideoQAModel
 from mark1.video import Clip, load_clip, resolve_backend
@@ -36,16 +38,33 @@ class InferResult:
 
 
 class Mark1:
-    """`Mark1.from_pretrained("runs/NAME/best").answer(video, question, choices)`."""
+    """`Mark1.from_pretrained("runs/NAME/best" or "owner/name").answer(video, question, choices)`."""
 
-    def __init__(self, encoder: VideoEncoder, model: VideoQAModel, spec: CacheSpec, cfg: Config) -> None:
+    def __init__(
+        self,
+        encoder: VideoEncoder,
+        model: VideoQAModel,
+        spec: CacheSpec,
+        cfg: Config,
+        checkpoint: Checkpoint | None = None,
+    ) -> None:
         self.encoder, self.model, self.spec, self.cfg = encoder, model, spec, cfg
+        self.checkpoint = checkpoint  # where it came from: save_pretrained keeps its features and metrics
 
     @classmethod
-    def from_pretrained(cls, checkpoint: Path | str, cfg: Config | None = None) -> Mark1:
+    def from_pretrained(
+        cls,
+        checkpoint: Path | str,
+        cfg: Config | None = None,
+        *,
+        revision: str | None = None,
+        local_files_only: bool = False,
+    ) -> Mark1:
         """The checkpoint's projector and the backbones its config names (or `cfg`'s), placed by
-        `answer.device_map` (two GPUs: encoder and projector on cuda:0, the LLM on cuda:1)."""
-        ckpt = Checkpoint.open(checkpoint)
+        `answer.device_map` (two GPUs: encoder and projector on cuda:0, the LLM on cuda:1). `checkpoint` is
+        a local directory or a Hub id `owner/name` (through the Hub cache; `revision`, and `local_files_only`
+        or HF_HUB_OFFLINE=1 to read the cache only)."""
+        ckpt = Checkpoint.open(checkpoint, revision=revision, local_files_only=local_files_only)
         cfg = cfg or ckpt.config
         encoder = VideoEncoder.load(cfg, parse_device_map(cfg.answer.device_map).encoder)
         spec = CacheSpec.for_encoder(encoder.describe())
@@ -57,7 +76,38 @@ class Mark1:
                 backend,
                 trained_on,
             )
-        return cls(encoder, ckpt.load_model(spec, cfg), spec, cfg)  # the encoder must fit the projector
+        return cls(encoder, ckpt.load_model(spec, cfg), spec, cfg, ckpt)  # the encoder must fit the projector
+
+    def save_pretrained(
+        self,
+        directory: Path | str,
+        eval_metrics: Path | dict[str, Any] | None = None,
+        repo_id: str | None = None,
+    ) -> Path:
+        """The projector, config.json and a model card README.md (with `eval_metrics`, a `mark1 eval`
+        metrics.json or its dict, in its table) into `directory`, whole or not at all; no training state.
+        `from_pretrained(directory)` loads it back."""
+        spec = self.checkpoint.cache_spec if self.checkpoint else self.spec  # the features it was trained on
+        trained = self.checkpoint.metrics if self.checkpoint else {}
+        evaluation = hub.read_eval_metrics(eval_metrics)
+        return hub.save_pretrained(Path(directory), self.model, self.cfg, spec, trained, evaluation, repo_id)
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        eval_metrics: Path | dict[str, Any] | None = None,
+        *,
+        private: bool | None = None,
+        revision: str | None = None,
+        token: str | None = None,
+    ) -> str:
+        """`save_pretrained` into a temporary directory, uploaded to Hub repo `repo_id` (created if missing)
+        as one commit; returns its URL. Offline or without a token: one HubError line."""
+
+        def write(folder: Path) -> Path:
+            return self.save_pretrained(folder, eval_metrics, repo_id)
+
+        return hub.push(write, repo_id, private, revision, token)
 
     def features(self, clip: Clip) -> torch.Tensor:
         """(T', H', W', D) features of a decoded clip, rounded to float16 exactly as the cache stores them."""

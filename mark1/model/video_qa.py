@@ -37,6 +37,9 @@ class Answer:
     truncated: bool = False  # the question or a choice was cut to the prompt's token caps
     text: str = ""  # the chosen choice ("B. Sai") or the generated answer
     windows: list[tuple[float, float, float]] = field(default_factory=list)  # span head: (start, end, conf)
+    # One per choice: the LLM's summed log-likelihood of the choice's tokens after the prompt (`probs` is
+    # their softmax); lmms-eval's loglikelihood requests return these.
+    logprobs: list[float] = field(default_factory=list)
 
 
 class VideoQAModel(torch.nn.Module):
@@ -197,7 +200,8 @@ class VideoQAModel(torch.nn.Module):
             result.text = self.llm.generate(prompt, max_new_tokens)
             return result
         answers = [answer_ids(self.tokenizer, c) for c in text.choices]
-        probs = torch.softmax(self.llm.choice_logprobs(prompt, answers, reuse_prompt), dim=0)
-        result.index, result.probs = int(probs.argmax()), probs.tolist()
+        logprobs = self.llm.choice_logprobs(prompt, answers, reuse_prompt)
+        probs = torch.softmax(logprobs, dim=0)
+        result.index, result.probs, result.logprobs = int(probs.argmax()), probs.tolist(), logprobs.tolist()
         result.text = choices[result.index]
         return result

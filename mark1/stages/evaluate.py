@@ -20,6 +20,7 @@ from mark1.metrics import summarize
 from mark1.model.checkpoint import Checkpoint
 from mark1.model.scoring import score_records
 from mark1.model.video_qa import VideoQAModel
+from mark1.report import REPORT_WORST, write_report
 
 log = logging.getLogger(__name__)
 PREDICTIONS, UNMATCHED = "predictions.jsonl", "unmatched.jsonl"  # written beside the submission
@@ -30,6 +31,7 @@ class EvalResult:
     metrics: dict
     metrics_path: Path | None
     predictions_path: Path | None
+    report_path: Path | None = None
 
 
 @dataclass
@@ -51,10 +53,14 @@ def evaluate(
     out_dir: Path | None = None,
     cfg: Config | None = None,
     on_item: Callable[[int, int], None] | None = None,
+    report: Path | None = None,
+    report_worst: int = REPORT_WORST,
+    videos: Path | None = None,
 ) -> EvalResult:
     """Accuracy (overall, by number of choices), exact match and F1 of open answers, and temporal metrics;
     writes predictions.jsonl, then metrics.json (last, naming the predictions' sha256: the two always
-    belong together)."""
+    belong together). `report`: also an HTML page of the metrics and the `report_worst` worst questions,
+    with their frames from the videos (found under `videos`, else beside the annotation file)."""
     cache = FeatureCache(cache_dir)
     records = require_valid(annotations, cache)
     if not any(r.learnable for r in records):
@@ -63,16 +69,22 @@ def evaluate(
         )
     if out_dir is not None:
         check_output_dir(out_dir, "--out")
+    if report is not None:
+        check_output_file(report, "--report")
     model, cfg = _load(checkpoint, cache, cfg)
     rows = score_records(model, cache, records, on_item, cfg.answer.max_new_tokens)
     metrics = summarize(rows)
-    if out_dir is None:
-        return EvalResult(metrics, None, None)
-    predictions = jsonl_bytes(rows)
-    write_atomic(out_dir / "predictions.jsonl", predictions)
-    summary = {**metrics, "predictions_sha256": hashlib.sha256(predictions).hexdigest()}
-    write_atomic(out_dir / "metrics.json", json.dumps(summary, indent=2).encode())
-    return EvalResult(metrics, out_dir / "metrics.json", out_dir / "predictions.jsonl")
+    result, shown = EvalResult(metrics, None, None), metrics
+    if out_dir is not None:
+        predictions = jsonl_bytes(rows)
+        write_atomic(out_dir / "predictions.jsonl", predictions)
+        summary = {**metrics, "predictions_sha256": hashlib.sha256(predictions).hexdigest()}
+        write_atomic(out_dir / "metrics.json", json.dumps(summary, indent=2).encode())
+        result, shown = EvalResult(metrics, out_dir / "metrics.json", out_dir / "predictions.jsonl"), summary
+    if report is not None:  # last: the page shows what metrics.json holds, the predictions' sha256 included
+        write_report(report, shown, rows, annotations, records, videos, report_worst)
+        result.report_path = report
+    return result
 
 
 def predict(

@@ -32,6 +32,7 @@ from mark1.metrics import summarize
 from mark1.model.checkpoint import Checkpoint, save_checkpoint
 from mark1.model.scoring import score_records
 from mark1.model.video_qa import VideoQAModel
+from mark1.tracking import open_tracker, require_tracker
 from mark1.training import (
     MetricsLog,
     Optimization,
@@ -108,6 +109,8 @@ def train(
     rank, world = init_distributed()
     if cfg.train.batch_size < world:
         raise ConfigError(f"train.batch_size {cfg.train.batch_size} is the global batch: it needs >= {world}")
+    if rank == 0:  # the tracker's package, before any work (only rank 0 writes curves)
+        require_tracker(cfg.train.tracker)
     cache = FeatureCache(cache_dir)  # CacheError if missing or damaged
     records = _load_records(cache, annotations, val_annotations, cfg.train)
     # One writer per run directory (rank 0 writes for all), taken before anything looks at what it holds.
@@ -115,7 +118,12 @@ def train(
     with owner:
         run = setup(cfg, cache, records, out_dir, resume, model, rank, world)
         run.on_step, run.on_eval = on_step, on_eval
-        loss = fit(run)
+        try:
+            loss = fit(run)
+        except BaseException:  # Ctrl-C included: the tracker keeps what was logged, closed as failed
+            run.metrics_log.close(failed=True)
+            raise
+        run.metrics_log.close()
         barrier(world)
     p = run.progress
     return TrainResult(out_dir, p.step, loss, p.best_accuracy, p.skipped, time.perf_counter() - start)
@@ -161,7 +169,9 @@ def setup(
     opt = Optimization.build(model.projector, tc, total_steps, on_gpu=model.llm.device.type == "cuda")
     progress = _restore(last, opt, total_steps) if last is not None else Progress()
     out_dir.mkdir(parents=True, exist_ok=True)
-    metrics_log = MetricsLog(out_dir / "metrics.jsonl", progress.step if last else None, rank == 0)
+    resume_step = progress.step if last else None
+    tracker = open_tracker(cfg, out_dir, resume_step) if rank == 0 else None
+    metrics_log = MetricsLog(out_dir / "metrics.jsonl", resume_step, rank == 0, tracker)
     parts = (cfg, cache, model, dataset, val_records, opt, progress, metrics_log, out_dir, rank, world)
     return Run(*parts, batches_per_epoch, total_steps)
 
@@ -192,7 +202,7 @@ def _load_records(
 def _resume_from(last_dir: Path, cache: FeatureCache, resume: bool, seed: int) -> Checkpoint | None:
     """last/ to resume from, checked against the cache; None for a fresh, seeded run."""
     if resume:
-        last = Checkpoint.open(last_dir)
+        last = Checkpoint.open(last_dir, hub=False)  # a run continues in a local directory only
         last.check_cache(cache.spec)
         return last
     if last_dir.exists() or last_dir.with_name("last.old").exists():

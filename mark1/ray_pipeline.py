@@ -51,11 +51,21 @@ class RayPipeline:
 
     def __init__(self, cfg: Config, backend: str, started_here: bool) -> None:
         self.cfg, self.backend, self.started_here = cfg, backend, started_here
-        self.gpus = int(ray.cluster_resources().get("GPU", 0))
+        resources = ray.cluster_resources()
+        self.gpus = int(resources.get("GPU", 0))
+        if not self.gpus and resources.get("CPU", 0) < 2:
+            raise ConfigError(
+                "extract.engine=ray on CPUs only needs at least 2 of them (one encodes, the others decode); "
+                "use --engine local"
+            )
         self.encode_seconds = 0.0  # summed over the encoders, as the local engine's
         # What the cluster's encoder writes (the cache's spec needs its weights' fingerprint), read where an
         # encoder runs.
-        self.encoder: EncoderOutput = ray.get(_describe.options(**self._encoder_resources()).remote(cfg))
+        describe = _describe.options(**self._encoder_resources()).remote(cfg)
+        try:
+            self.encoder: EncoderOutput = ray.get(describe)
+        except ray.exceptions.RayTaskError as err:
+            raise _user_error(err) from err
 
     @classmethod
     def start(cls, cfg: Config, backend: str) -> RayPipeline:
@@ -114,15 +124,24 @@ class RayPipeline:
                 else:
                     yield EncodedClip(row["key"], row["features"], json.loads(row["meta"]))
         except ray.exceptions.RayError as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise Mark1Error(
-                f"the Ray pipeline stopped ({first}); every clip written so far is kept: run the same "
-                "command again to resume"
-            ) from err
+            raise _user_error(err) from err
 
     def close(self) -> None:
         if self.started_here:  # a cluster someone else started stays up
             ray.shutdown()
+
+
+def _user_error(err: Exception) -> Mark1Error:
+    """A worker's own Mark1Error (a missing encoder, say) as it was raised there; any other failure as one
+    line that says the cache keeps what was written."""
+    cause = getattr(err, "cause", None)
+    if isinstance(cause, Mark1Error):
+        return cause
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return Mark1Error(
+        f"the Ray pipeline stopped ({first}); every clip written so far is kept: run the same command "
+        "again to resume"
+    )
 
 
 @ray.remote

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from mark1.cache import FeatureCache, read_failures, read_manifest
-from mark1.errors import ConfigError
+from mark1.errors import ConfigError, Mark1Error
 from mark1.stages.extract import extract
 
 
@@ -51,6 +51,17 @@ def test_ray_engine_writes_the_local_engines_cache_and_resumes(local_ray, tiny, 
     assert (again.num_extracted, again.num_skipped) == (1, 6)
     cache = FeatureCache(distributed)
     assert len(cache) == 7 and np.array_equal(cache["new.mp4"][0], cache["clip_0000.mp4"][0])
+
+
+@pytest.mark.slow
+def test_an_encoder_that_cannot_load_on_the_cluster_is_one_line(
+    local_ray, tiny, videos: Path, tmp_path: Path
+):
+    missing = tmp_path / "no-encoder"
+    with pytest.raises(Mark1Error, match=str(missing)) as raised:
+        extract(tiny.config("extract.engine=ray", f"encoder={missing}"), videos, tmp_path / "cache")
+    assert len(str(raised.value).splitlines()) == 1  # the worker's own error, not Ray's traceback
+    assert not (tmp_path / "cache").exists()
 
 
 def _kill_first(pattern: str, killed: list[int], stop: threading.Event) -> None:

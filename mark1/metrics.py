@@ -173,6 +173,18 @@ def _correct(row: dict) -> bool:
     return row["pred"] == row["answer"] if _is_choice(row) else row["exact_match"]
 
 
+def flat_numbers(metrics: dict, sep: str = ".") -> dict[str, int | float]:
+    """The numbers of a (nested) metrics dict under flat keys (`accuracy_by_num_choices.2`); strings (a
+    sha256), booleans and None left out. The model card's table and the training curves read them so."""
+    out: dict[str, int | float] = {}
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            out.update({f"{key}{sep}{k}": v for k, v in flat_numbers(value, sep).items()})
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[str(key)] = value
+    return out
+
+
 def summarize(rows: list[dict]) -> dict:
     """Aggregate prediction rows (see stages.evaluate.score_records) into the metrics of `mark1 eval`."""
     answered = [r for r in rows if r.get("answer") is not None]

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from mark1.config import Config
 from mark1.errors import ConfigError
 from mark1.files import write_atomic
+from mark1.metrics import flat_numbers
 
 TENSORBOARD_DIR = "tensorboard"
 WANDB_DIR = "wandb"  # wandb.init(dir=run_dir) writes here itself
@@ -32,19 +33,8 @@ def scalars(row: dict[str, Any]) -> dict[str, float]:
     """The numbers of one metrics.jsonl row as tracker tags, `KIND/KEY` (`train/loss`, `eval/accuracy`), with
     nested maps flattened (`eval/accuracy_by_num_choices/4`); `step` is the x axis, not a curve."""
     kind = row.get("kind", "metrics")
-    found: dict[str, float] = {}
-
-    def walk(tag: str, value: Any) -> None:
-        if isinstance(value, dict):
-            for key, inner in value.items():
-                walk(f"{tag}/{key}", inner)
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            found[tag] = float(value)
-
-    for key, value in row.items():
-        if key not in ("kind", "step"):
-            walk(f"{kind}/{key}", value)
-    return found
+    numbers = flat_numbers({k: v for k, v in row.items() if k not in ("kind", "step")}, sep="/")
+    return {f"{kind}/{tag}": float(value) for tag, value in numbers.items()}
 
 
 def require_tracker(name: str) -> None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -144,31 +147,38 @@ def _decode_pyav(path: Path, num_frames: int, num_threads: int) -> _Sampled:
     import av
 
     with av.open(str(path)) as container:
-        if not container.streams.video:
-            raise VideoError(f"{path}: no video stream")
-        stream = container.streams.video[0]
-        packets = _index_packets(container, stream, path)
-        stamps = np.array([p[0] for p in packets])
-        keyframes = np.array([p[0] for p in packets if p[2]])
-        wanted = stamps[sample_indices(len(stamps), num_frames)]
-        stream.thread_type, stream.thread_count = "FRAME", num_threads  # 0: as many threads as cores
-        pictures = _decode_at(container, stream, sorted(set(wanted.tolist())), keyframes, path)
-        time_base = float(stream.time_base)
-        rate = stream.average_rate or stream.guessed_rate
+        index = _index_packets(container, path, num_threads)
+        wanted = index.stamps[sample_indices(len(index.stamps), num_frames)]
+        pictures = _decode_at(container, index.stream, sorted(set(wanted.tolist())), index.keyframes, path)
+        time_base = float(index.stream.time_base)
+        rate = index.stream.average_rate or index.stream.guessed_rate
     fps = float(rate) if rate else 0.0
-    last_duration = packets[-1][1] * time_base or (1.0 / fps if fps else 0.0)
+    last_duration = index.last_duration * time_base or (1.0 / fps if fps else 0.0)
     return _Sampled(
         pixels=np.ascontiguousarray(np.stack([pictures[t] for t in wanted.tolist()])),
         times_s=wanted * time_base,
-        start_s=float(stamps[0]) * time_base,
-        end_s=float(stamps[-1]) * time_base + last_duration,
+        start_s=float(index.stamps[0]) * time_base,
+        end_s=float(index.stamps[-1]) * time_base + last_duration,
         fps=fps,
-        num_source_frames=len(stamps),
+        num_source_frames=len(index.stamps),
     )
 
 
-def _index_packets(container, stream, path: Path) -> list[tuple[int, int, bool]]:
-    """(stamp, duration, is keyframe) of every frame's packet, in presentation order; nothing decoded."""
+@dataclass
+class _PacketIndex:
+    """A video stream's frames as its packets say, nothing decoded: what `_decode_at` needs to seek."""
+
+    stream: Any  # av.VideoStream, set to decode with frame threads
+    stamps: np.ndarray  # presentation stamp of every frame, in order
+    keyframes: np.ndarray  # the stamps of the keyframes
+    last_duration: int  # the last packet's duration, in stream time base (0: unknown)
+
+
+def _index_packets(container, path: Path, num_threads: int) -> _PacketIndex:
+    """Index the first video stream's packets (in presentation order) and set its decoder's threads."""
+    if not container.streams.video:
+        raise VideoError(f"{path}: no video stream")
+    stream = container.streams.video[0]
     packets = sorted(
         (p.pts if p.pts is not None else p.dts, p.duration or 0, p.is_keyframe)
         for p in container.demux(stream)
@@ -176,7 +186,26 @@ def _index_packets(container, stream, path: Path) -> list[tuple[int, int, bool]]
     )
     if not packets:
         raise VideoError(f"{path}: no video frames")
-    return packets
+    stream.thread_type, stream.thread_count = "FRAME", num_threads  # 0: as many threads as cores
+    return _PacketIndex(
+        stream,
+        np.array([p[0] for p in packets]),
+        np.array([p[0] for p in packets if p[2]]),
+        packets[-1][1],
+    )
+
+
+@contextmanager
+def _decoder_errors(path: Path) -> Iterator[None]:
+    """Any decoder's own exception for a container or codec failure, as one VideoError naming the file."""
+    try:
+        yield
+    except VideoError:
+        raise
+    except Exception as err:  # each decoder raises its own types for every container/codec failure
+        raise VideoError(
+            f"{path}: cannot decode ({type(err).__name__}: {str(err).splitlines()[0][:200]})"
+        ) from err
 
 
 def frames_at(path: Path, times_s: list[float], num_threads: int = 0) -> list[np.ndarray]:
@@ -185,27 +214,15 @@ def frames_at(path: Path, times_s: list[float], num_threads: int = 0) -> list[np
     stage one decodes its samples; a time past the end gives the last frame."""
     import av
 
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise VideoError(f"{path}: no video stream")
-            stream = container.streams.video[0]
-            packets = _index_packets(container, stream, path)
-            stamps = np.array([p[0] for p in packets])
-            keyframes = np.array([p[0] for p in packets if p[2]])
-            offsets = (stamps - stamps[0]) * float(stream.time_base)
-            # the frame on screen at t: the last one presented at or before it (a hair of slack for rounding)
-            shown = [
-                stamps[max(0, int(np.searchsorted(offsets, t + 1e-6, side="right")) - 1)] for t in times_s
-            ]
-            stream.thread_type, stream.thread_count = "FRAME", num_threads
-            pictures = _decode_at(container, stream, sorted(set(int(s) for s in shown)), keyframes, path)
-    except VideoError:
-        raise
-    except Exception as err:  # PyAV raises its own types for every container/codec failure
-        raise VideoError(
-            f"{path}: cannot decode ({type(err).__name__}: {str(err).splitlines()[0][:200]})"
-        ) from err
+    with _decoder_errors(path), av.open(str(path)) as container:
+        index = _index_packets(container, path, num_threads)
+        offsets = (index.stamps - index.stamps[0]) * float(index.stream.time_base)
+        # the frame on screen at t: the last one presented at or before it (a hair of slack for rounding)
+        shown = [
+            index.stamps[max(0, int(np.searchsorted(offsets, t + 1e-6, side="right")) - 1)] for t in times_s
+        ]
+        wanted = sorted(set(int(s) for s in shown))
+        pictures = _decode_at(container, index.stream, wanted, index.keyframes, path)
     return [pictures[int(s)] for s in shown]
 
 
@@ -253,14 +270,8 @@ def load_clip(
         raise VideoError(f"{path}: no such video file")
     if path.stat().st_size == 0:
         raise VideoError(f"{path}: empty file (0 bytes)")
-    try:
+    with _decoder_errors(path):
         sampled = decode(path, num_frames, num_threads)
-    except VideoError:
-        raise
-    except Exception as err:  # each decoder raises its own types for every container/codec failure
-        raise VideoError(
-            f"{path}: cannot decode ({type(err).__name__}: {str(err).splitlines()[0][:200]})"
-        ) from err
     height, width = sampled.pixels.shape[1:3]
     frames = torch.from_numpy(sampled.pixels).permute(0, 3, 1, 2)  # (T, 3, H, W)
     return Clip(

@@ -25,6 +25,7 @@ from mark1.cache import CacheSpec
 from mark1.config import Config
 from mark1.errors import CheckpointError, HubError, Mark1Error
 from mark1.files import check_output_dir, fsync_tree, replace_dir
+from mark1.metrics import flat_numbers
 from mark1.model.checkpoint import CHECKPOINT_FORMAT, META_FILE, Checkpoint, save_checkpoint
 from mark1.model.projector import WEIGHTS_FILE
 from mark1.model.video_qa import VideoQAModel
@@ -303,23 +304,12 @@ def _projector_line(config: dict[str, Any], num_parameters: int | None) -> str:
     )
 
 
-def _flat(metrics: dict[str, Any]) -> dict[str, float]:
-    """Numbers only, nested ones as `accuracy_by_num_choices.2`; counts and strings (a sha256) aside."""
-    out: dict[str, float] = {}
-    for key, value in metrics.items():
-        if isinstance(value, dict):
-            out.update({f"{key}.{k}": v for k, v in _flat(value).items()})
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            out[key] = value
-    return out
-
-
 def _metrics_table(validation: dict[str, Any], evaluation: dict[str, Any] | None) -> list[str]:
     columns = []
     if evaluation:
-        columns.append(("eval (`mark1 eval`)", _flat(evaluation)))
+        columns.append(("eval (`mark1 eval`)", flat_numbers(evaluation)))
     if validation:
-        columns.append(("validation at training", _flat(validation)))
+        columns.append(("validation at training", flat_numbers(validation)))
     if not columns:
         return ["No metrics were recorded with this checkpoint (trained without a validation set).", ""]
     keys = list(dict.fromkeys(k for _, values in columns for k in values))
